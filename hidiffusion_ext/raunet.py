@@ -1,0 +1,56 @@
+"""RAU-Net's tensor operations (spec §4.1): what runs, not where it is hooked."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# The resolution-aware downsampler runs the stock 3x3 stride-2 conv with these settings (spec §4.1.1).
+RAD_STRIDE, RAD_PADDING, RAD_DILATION = (4, 4), (2, 2), (2, 2)
+
+
+@contextmanager
+def conv_geometry(conv: nn.Conv2d, stride, padding, dilation):
+    """Temporarily run ``conv`` with other stride/padding/dilation, as the reference does.
+
+    Calling the module itself (rather than F.conv2d on its weight) keeps whatever the host hooked into
+    Conv2d.forward working: A1111's LoRA merges weights there, tiling mode pads circularly.
+    """
+    saved = conv.stride, conv.padding, conv.dilation, conv._reversed_padding_repeated_twice
+    conv.stride, conv.padding, conv.dilation = stride, padding, dilation
+    # Non-zero padding modes pad with this precomputed list, not with .padding.
+    conv._reversed_padding_repeated_twice = tuple(p for p in reversed(padding) for _ in range(2))
+    try:
+        yield conv
+    finally:
+        conv.stride, conv.padding, conv.dilation, conv._reversed_padding_repeated_twice = saved
+
+
+def dilated(conv: nn.Conv2d):
+    """Context in which the Downsample conv is the resolution-aware downsampler: HxW -> ceil(H/4) x ceil(W/4)."""
+    return conv_geometry(conv, RAD_STRIDE, RAD_PADDING, RAD_DILATION)
+
+
+def rau_downsample(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """Dilated stride-4 downsample with the existing weights."""
+    with dilated(conv):
+        return conv(x)
+
+
+def block_pool(h: torch.Tensor) -> torch.Tensor:
+    """Average-pool a block's output by 2 (ceil mode keeps odd sizes; spec §4.1.2)."""
+    return F.avg_pool2d(h, kernel_size=(2, 2), ceil_mode=True)
+
+
+def block_restore(h: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Bicubic back to the pre-pool size (spec §4.1.3)."""
+    return F.interpolate(h, size=tuple(size), mode="bicubic")
+
+
+def upsample_to(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Nearest upsampling to the next skip's size, x4 after a RAD and exact for odd sizes (spec §4.4)."""
+    return F.interpolate(x, size=tuple(size), mode="nearest")
