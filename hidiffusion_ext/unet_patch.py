@@ -86,10 +86,16 @@ class HiDiffusionHandle:
         self.removed = False
 
     # -- public -----------------------------------------------------------------------------------------
-    def set_step(self, step: int) -> None:
-        """0-based step of the current sampling pass; drives the RAU-Net schedule and the window shifts."""
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise ValueError(f"step must be an integer >= 0, got {step!r}")
+    def set_step(self, step: int, steps: Optional[int] = None) -> None:
+        """0-based step of the current sampling pass; drives the RAU-Net schedule and the window shifts.
+
+        ``steps`` updates the pass length when the host only learns it once sampling has started.
+        """
+        _check_count("step", step, minimum=0)
+        if steps is not None and steps != self.steps:
+            _check_count("steps", steps, minimum=1)
+            self.steps = steps
+            self._resolved.clear()
         self.step = step
 
     def resolved_for(self, latent_hw: Tuple[int, int]) -> ResolvedSchedule:
@@ -229,8 +235,7 @@ def apply_hidiffusion(
     settings = HiDiffusionSettings() if settings is None else settings
     if not isinstance(settings, HiDiffusionSettings):
         raise ValueError(f"settings must be a HiDiffusionSettings, got {type(settings).__name__}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    _check_count("steps", steps, minimum=1)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ValueError(f"seed must be an integer or None, got {seed!r}")
     unet_map = inspect_unet(unet)
@@ -255,6 +260,11 @@ def windowed_transformers(unet: nn.Module, roles: BlockRoles):
     """The transformer blocks whose self-attention MSW-MSA windows, in execution order."""
     blocks = [unet.input_blocks[i] for i in roles.window_inputs] + [unet.output_blocks[j] for j in roles.window_outputs]
     return [tb for block in blocks for tb in transformer_blocks(block)]
+
+
+def _check_count(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def remove_hidiffusion(unet: nn.Module) -> bool:
