@@ -1,0 +1,309 @@
+"""HiDiffusion on Forge: patches added to a clone of the ``UnetPatcher``, as Forge's built-in extensions do.
+
+The input patcher and the shared U-Net module are never changed, and nothing global is: the clone carries
+every patch, and dropping it is the undo. Block roles, presets and step semantics are the ldm adapter's
+(unet_patch.py); where that adapter hooks modules, this one uses Forge's patch points:
+- a block modifier reads the latent size before ("input", 0) and fixes the plan of each U-Net forward,
+  and restores the pooled path after ("output", restore_block);
+- an input_block_patch pools input block pool_block (before Forge stores the skip, as the reference does);
+- an object patch swaps the RAD Downsample for one running the same conv dilated (forge_downsample.py);
+- Forge's Upsample already interpolates to the next skip's size (output_shape = hs[-1].shape; spec §4.4);
+- attn1 replace patches window q/k/v on the MSW-MSA transformers (forge_attention.py);
+- a conditioning modifier notices ControlNet, whose residuals only fit the stock feature sizes.
+Patches are plain closures: Forge deep-copies model_options on clone(), which would copy a bound method's
+object, and a clone of this clone (ControlNet makes one) must still share this pass's state.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Tuple
+
+from . import forge_attention, msw_msa, raunet
+from .forge_downsample import RauDownsample, stock_conv
+from .presets import (
+    BlockRoles,
+    ResolvedSchedule,
+    block_roles,
+    detect_family,
+    is_non_aggressive_model,
+    plan_for,
+    resolve,
+)
+from .settings import HiDiffusionSettings
+from .shifts import ShiftRng, make_shift_source
+from .unet_map import UNetMap, UnsupportedModelError, inspect_unet, is_downsample, transformer_blocks
+from .unet_patch import PassStats
+
+log = logging.getLogger("hidiffusion")
+
+UNET_PATH = "diffusion_model"  # object-patch names are dotted paths from the KModel
+TAG = "_hidiffusion_forge"  # marks this adapter's patches, so re-patching a patched patcher never stacks them
+NOT_A_UNET = "not applied: Flux/SD3/Chroma are not U-Nets"
+REFINER = "not applied: SDXL refiner layout not supported"
+CONTROLNET = "RAU-Net skipped: ControlNet residuals need the stock feature sizes (MSW-MSA still on)"
+
+AttnKey = Tuple[str, int, int]  # Forge's attn1 replace key: (block name, block index, transformer index)
+
+
+@dataclass
+class _ForwardState:
+    """Decisions for the U-Net forward in progress; reset before input block 0."""
+
+    latent_hw: Optional[Tuple[int, int]] = None
+    rad: bool = False
+    pool: bool = False
+    pre_pool_size: Optional[Tuple[int, int]] = None
+
+
+class ForgeHiDiffusion:
+    """One sampling pass: ``patcher`` is the patched clone, ``set_step(i)`` before each sampler step."""
+
+    def __init__(self, unet_map: UNetMap, family: str, roles: BlockRoles, settings: HiDiffusionSettings,
+                 steps: int, shifts, non_aggressive_model: bool, attention=None):
+        self.unet_map = unet_map
+        self.family = family
+        self.roles = roles
+        self.settings = settings
+        self.steps = steps
+        self.step = 0
+        self.stats = PassStats()
+        self.patcher = None
+        self.skipped_reason: Optional[str] = None
+        self._shifts = shifts
+        self._non_aggressive_model = non_aggressive_model
+        self._attention = attention
+        self._resolved: Dict[Tuple[int, int], ResolvedSchedule] = {}
+        self._state = _ForwardState()
+        self._warned = False
+
+    # -- public: the same semantics as HiDiffusionHandle ------------------------------------------------
+    def set_step(self, step: int, steps: Optional[int] = None) -> None:
+        """0-based step of the current sampling pass; ``steps`` updates the pass length."""
+        _check_count("step", step, minimum=0)
+        if steps is not None and steps != self.steps:
+            _check_count("steps", steps, minimum=1)
+            self.steps = steps
+            self._resolved.clear()
+        self.step = step
+
+    def resolved_for(self, latent_hw: Tuple[int, int]) -> ResolvedSchedule:
+        key = (int(latent_hw[0]), int(latent_hw[1]))
+        if key not in self._resolved:
+            self._resolved[key] = resolve(self.family, key, self.steps, self.settings, self._non_aggressive_model)
+        return self._resolved[key]
+
+    # -- what the patches do -----------------------------------------------------------------------------
+    def _begin_forward(self, latent_hw: Tuple[int, int]) -> None:
+        schedule = self.resolved_for(latent_hw).schedule
+        raunet_on = self.settings.raunet and self.skipped_reason is None
+        self._state = _ForwardState(
+            latent_hw=latent_hw,
+            rad=raunet_on and self.family != "sdxl_turbo" and schedule.rad_active(self.step),
+            pool=raunet_on and schedule.pool_active(self.step),
+        )
+        self.stats.forwards += 1
+        self.stats.rad_forwards += self._state.rad
+        self.stats.pool_forwards += self._state.pool
+        if self._state.rad or self._state.pool:
+            self.stats.modified_steps.add(self.step)
+
+    def _pool(self, h):
+        self._state.pre_pool_size = tuple(h.shape[-2:])
+        return raunet.block_pool(h)
+
+    def _restore(self, h):
+        size, self._state.pre_pool_size = self._state.pre_pool_size, None
+        return h if size is None else raunet.block_restore(h, size)
+
+    def _windowed_attn1(self, index: int, attend, q, k, v, extra_options):
+        shape = extra_options.get("original_shape")
+        if shape is None or k.shape[1] != q.shape[1]:  # not in a U-Net forward, or attn1 given a context
+            return attend(q, k, v, extra_options)
+        u = self._shifts.draw(self.step, index)  # drawn first, as the reference does
+        latent_hw = (int(shape[-2]), int(shape[-1]))
+        hw = msw_msa.token_grid(latent_hw, q.shape[1])
+        if hw is None:
+            self._warn_once(f"MSW-MSA skipped: {q.shape[1]} tokens do not form a grid for latent {latent_hw}")
+            return attend(q, k, v, extra_options)
+        grid = msw_msa.window_grid(hw, msw_msa.shift_index(u))
+        if grid.resized and self.settings.odd_windows == "global":
+            return attend(q, k, v, extra_options)
+        self.stats.windowed_calls += 1
+        self.stats.modified_steps.add(self.step)
+        return forge_attention.windowed(attend, q, k, v, extra_options, grid)
+
+    def _skip_raunet(self, reason: str) -> None:
+        if self.skipped_reason is None:
+            self.skipped_reason = reason
+            log.info("HiDiffusion: %s", reason)
+
+    def _warn_once(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("HiDiffusion: %s", message)
+
+    # -- installation on the clone -----------------------------------------------------------------------
+    def _install(self, clone, rad_target, attn_keys: List[AttnKey]) -> None:
+        first_block, pool_block = ("input", 0), ("input", self.roles.pool_block)
+        restore_block = ("output", self.roles.restore_block)
+
+        def block_modifier(h, when, transformer_options):
+            block = transformer_options.get("block")
+            if when == "before" and block == first_block:
+                shape = transformer_options.get("original_shape") or h.shape
+                self._begin_forward((int(shape[-2]), int(shape[-1])))
+            elif when == "after" and block == restore_block:
+                h = self._restore(h)  # after the block ran, i.e. on the next output block's input
+            return h
+
+        clone.add_block_modifier(_tag(block_modifier))
+        if self.settings.raunet:
+            def pool_patch(h, transformer_options):
+                return self._pool(h) if self._state.pool and transformer_options.get("block") == pool_block else h
+
+            def control_watch(model, x, timestep, uncond, cond, cond_scale, model_options, seed):
+                if any(c.get("control") is not None for c in [*cond, *(uncond or [])]):
+                    self._skip_raunet(CONTROLNET)
+                return model, x, timestep, uncond, cond, cond_scale, model_options, seed
+
+            clone.set_model_input_block_patch(_tag(pool_patch))
+            clone.add_conditioning_modifier(_tag(control_watch))
+            if rad_target is not None:
+                name, op = rad_target
+                clone.add_object_patch(name, RauDownsample(op, rad_active=lambda: self._state.rad))
+        if self.settings.mswmsa:
+            replaces = _attn1_replaces(clone)
+            for index, key in enumerate(attn_keys):
+                prior = replaces.get(key) or replaces.get(key[:2])  # another extension's kernel, windowed
+                attend = forge_attention.self_attention(prior, self._attention)
+                clone.set_model_attn1_replace(_tag(self._attn1_replace(index, attend)), *key)
+
+    def _attn1_replace(self, index: int, attend):
+        def attn1_replace(q, k, v, extra_options):
+            return self._windowed_attn1(index, attend, q, k, v, extra_options)
+
+        return attn1_replace
+
+
+def patch_forge_unet(
+    unet_patcher,
+    settings: Optional[HiDiffusionSettings] = None,
+    *,
+    steps: int,
+    seed: Optional[int] = None,
+    model_name: str = "",
+    shift_rng: ShiftRng = None,
+    attention=None,
+) -> ForgeHiDiffusion:
+    """A clone of ``unet_patcher`` (in ``.patcher``) with HiDiffusion added for a pass of ``steps`` steps.
+
+    Raises UnsupportedModelError (a ValueError) before cloning anything when the model cannot be patched.
+    ``attention`` replaces Forge's attention kernel (tests only); ``shift_rng`` is as in apply_hidiffusion.
+    """
+    settings = HiDiffusionSettings() if settings is None else settings
+    if not isinstance(settings, HiDiffusionSettings):
+        raise ValueError(f"settings must be a HiDiffusionSettings, got {type(settings).__name__}")
+    _check_count("steps", steps, minimum=1)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"seed must be an integer or None, got {seed!r}")
+    unet, unet_map = _inspect(unet_patcher)
+    family = detect_family(unet_map, settings.family, model_name)
+    roles = block_roles(unet_map, plan_for(family))
+    attn_keys = windowed_attn1_keys(unet, roles)
+    has_rad = settings.raunet and family != "sdxl_turbo"  # the reference has no RAD for Turbo (spec §4.2)
+    rad_target = _rad_target(unet_patcher, unet, roles) if has_rad else None
+    shifts = make_shift_source(shift_rng, seed, len(attn_keys))
+    non_aggressive = is_non_aggressive_model(unet_map, model_name)
+    handle = ForgeHiDiffusion(unet_map, family, roles, settings, steps, shifts, non_aggressive, attention)
+    if settings.raunet and getattr(unet_patcher, "controlnet_linked_list", None) is not None:
+        handle._skip_raunet(CONTROLNET)
+
+    clone = unet_patcher.clone()
+    _strip_own_patches(clone)
+    handle._install(clone, rad_target, attn_keys)
+    handle.patcher = clone
+    return handle
+
+
+def forge_unsupported_reason(unet_patcher) -> Optional[str]:
+    """None when HiDiffusion can patch this UnetPatcher, else a one-line message for the user. Never raises."""
+    try:
+        _inspect(unet_patcher)
+    except UnsupportedModelError as error:
+        return str(error) if str(error).startswith("not applied") else f"not applied: {error}"
+    except Exception as error:  # a model shape nobody foresaw must not break generation
+        return f"not applied: could not inspect the model ({type(error).__name__}: {error})"
+    return None
+
+
+def windowed_attn1_keys(unet, roles: BlockRoles) -> List[AttnKey]:
+    """Forge keys of the MSW-MSA self-attentions, in unet_patch.windowed_transformers' order (same seeded shifts)."""
+    keys = []
+    for name, blocks, indices in (("input", unet.input_blocks, roles.window_inputs),
+                                  ("output", unet.output_blocks, roles.window_outputs)):
+        for i in indices:
+            keys += [(name, i, t) for t in range(len(transformer_blocks(blocks[i])))]
+    return keys
+
+
+def _inspect(unet_patcher) -> Tuple[object, UNetMap]:
+    unet = getattr(getattr(unet_patcher, "model", None), UNET_PATH, None)
+    if unet is None:
+        raise UnsupportedModelError("not applied: no U-Net found on this model")
+    config = getattr(unet, "config", None)
+    config = config if isinstance(config, Mapping) else {}  # Forge's U-Nets carry their config; ldm modules do not
+    if config and config.get("model_channels") is None:
+        raise UnsupportedModelError(NOT_A_UNET)
+    try:
+        return unet, inspect_unet(unet)
+    except UnsupportedModelError:
+        # The structure decides; the config only names the common refusal (4 levels with SDXL's vector input).
+        if len(config.get("channel_mult") or ()) == 4 and config.get("adm_in_channels") is not None:
+            raise UnsupportedModelError(REFINER) from None
+        raise
+
+
+def _rad_target(unet_patcher, unet, roles: BlockRoles) -> Tuple[str, object]:
+    """Object-patch name and conv of the Downsample that becomes the RAD."""
+    block = unet.input_blocks[roles.rad_block]
+    child = next(name for name, m in block.named_children() if is_downsample(m))
+    name = f"{UNET_PATH}.input_blocks.{roles.rad_block}.{child}"
+    current = getattr(unet_patcher, "object_patches", {}).get(name, getattr(block, child))
+    try:
+        return name, stock_conv(current)
+    except ValueError as error:
+        raise UnsupportedModelError(f"not applied: another extension replaced {name} ({error})") from None
+
+
+def _attn1_replaces(patcher) -> dict:
+    return patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
+
+
+def _strip_own_patches(clone) -> None:
+    """Drop HiDiffusion patches an earlier call left on this patcher's line (the clone's options are its own copy)."""
+    options = clone.model_options.setdefault("transformer_options", {})
+    for holder in (options.get("patches", {}), options, clone.model_options):
+        for name, patches in list(holder.items()):
+            if isinstance(patches, list) and any(_is_tagged(p) for p in patches):
+                holder[name] = [p for p in patches if not _is_tagged(p)]
+    replaces = _attn1_replaces(clone)
+    for key in [k for k, p in replaces.items() if _is_tagged(p)]:
+        del replaces[key]
+    for name in [n for n, obj in clone.object_patches.items() if isinstance(obj, RauDownsample)]:
+        del clone.object_patches[name]  # its schedule belonged to the earlier pass
+
+
+def _tag(fn):
+    setattr(fn, TAG, True)
+    return fn
+
+
+def _is_tagged(fn) -> bool:
+    return getattr(fn, TAG, False) is True
+
+
+def _check_count(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
