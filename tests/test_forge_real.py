@@ -109,10 +109,13 @@ def forge_config(params: dict, **extra) -> dict:
 
 
 def _forge_patcher(forge, params, state_dict=None, **extra):
+    config = forge_config(params, **extra)
+    if state_dict is None:  # Forge's operations create weights only when a state dict is loaded
+        torch.manual_seed(2)
+        state_dict = forge.IntegratedUNet2DConditionModel.from_config(config).state_dict()
     with forge.using_forge_operations(device=torch.device("cpu"), dtype=torch.float32):
-        unet = forge.IntegratedUNet2DConditionModel.from_config(forge_config(params, **extra))
-    if state_dict is not None:
-        unet.load_state_dict(state_dict, strict=True)  # Forge's key layout is ldm's
+        unet = forge.IntegratedUNet2DConditionModel.from_config(config)
+    unet.load_state_dict(state_dict, strict=True)  # Forge's key layout is ldm's
     unet.storage_dtype = unet.computation_dtype = torch.float32
     kmodel = forge.KModel(unet, diffusers_scheduler=None, k_predictor=forge.Prediction(prediction_type="epsilon"))
     cpu = torch.device("cpu")
@@ -223,3 +226,16 @@ def test_real_refiner_config_refused(forge):
     assert forge_unsupported_reason(patcher) == REFINER
     with pytest.raises(UnsupportedModelError):
         patch_forge_unet(patcher, steps=STEPS)
+
+
+def test_deeper_transformers_window_every_index(forge):
+    """SDXL stacks several transformer blocks per level (the ldm twin cannot): each index gets its own key."""
+    params = dict(unet_params("sdxl"), transformer_depth=2)
+    patcher = _forge_patcher(forge, params)
+    result = patch_forge_unet(patcher, steps=STEPS, seed=SEED)
+    replaces = result.patcher.model_options["transformer_options"]["patches_replace"]["attn1"]
+    assert ("input", 4, 1) in replaces and ("output", 5, 1) in replaces and len(replaces) == 10
+    x, context = _inputs(params["context_dim"], (32, 32))
+    out = _forge_eps(forge, result.patcher, x, context, 0)
+    forge.memory_management.unload_model_clones(patcher)
+    assert torch.isfinite(out).all() and result.stats.windowed_calls == 10 and result.stats.rad_forwards == 1
