@@ -13,7 +13,7 @@ torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
 warnings.filterwarnings("ignore", message=".*HiDiffusion Warning.*")  # the reference's odd-size notice
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pair(shape):
     from hidiffusion_ext.devtools.models import reference_pair
 
@@ -26,7 +26,7 @@ def pair():
     return _pair
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ldm(shape, in_channels=4):
     from hidiffusion_ext.devtools.models import build_ldm_unet, unet_params
 
