@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from attention_backends import sdp_attention
 
 from hidiffusion_ext import HiDiffusionSettings, apply_hidiffusion
+from hidiffusion_ext.devtools.attention import sdp_attention
 
 SIDES = range(32, 81)
 

@@ -1,5 +1,6 @@
-"""Class-level attention swaps in the style of A1111's SdOptimization (modules/sd_hijack_optimizations.py).
+"""Class-level attention swaps for tests and the benchmark, in the style of A1111's SdOptimization.
 
+(modules/sd_hijack_optimizations.py)
 A1111 assigns ``CrossAttention.forward`` at class level (sdp, xformers, sub-quadratic, ...). Installing the
 same kind of forward here checks that MSW-MSA composes with whatever the host installed, and keeps the
 size sweeps affordable on CPU.

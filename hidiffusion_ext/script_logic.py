@@ -1,0 +1,49 @@
+"""What the Script's hooks do, kept out of scripts/ so that the script file is glue only."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from . import infotext, webui_session, xyz_axes
+from .script_args import HiDiffusionArgumentError, ScriptArgs, parse
+
+log = logging.getLogger("hidiffusion")
+
+
+def arguments(p, args) -> ScriptArgs:
+    """UI/API arguments with this X/Y/Z cell's values on top."""
+    parsed = parse(args)
+    cell = xyz_axes.overrides(p)
+    if not cell:
+        return parsed
+    named = {k: v for k, v in dataclasses.asdict(parsed).items()}
+    return parse([{**named, **cell}])
+
+
+def start(p, args) -> None:
+    """process(): clear our infotext (X/Y/Z shares the dict between cells), validate, begin."""
+    for key in infotext.ALL_KEYS:
+        p.extra_generation_params.pop(key, None)
+    try:
+        parsed = arguments(p, args)
+    except HiDiffusionArgumentError as error:
+        log.error("%s", error)
+        webui_session.fail_generation(p, error)
+        return
+    if parsed.enabled:
+        webui_session.begin(p, parsed)
+
+
+def patch_pass(p, latent_hw) -> None:
+    generation = webui_session.active()
+    if generation is not None and generation.p is p:
+        generation.patch_pass(p, latent_hw)
+
+
+def first_pass_latent(p):
+    return p.height // 8, p.width // 8
+
+
+def hires_latent(p):
+    return p.hr_upscale_to_y // 8, p.hr_upscale_to_x // 8

@@ -1,0 +1,224 @@
+"""Host glue for one generation in A1111 or Forge: patch each sampling pass, track its step, undo, report.
+
+It touches only what it is given (``p``, the sampler's denoiser) and imports no ``modules.*``, so the tests
+drive it with small stand-ins. The patch registry is module-global on purpose: txt2img and img2img have
+separate Script instances but share one U-Net (webui-hosts.md, pitfall 2).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from . import infotext
+from .forge_patch import forge_unsupported_reason, patch_forge_unet
+from .pass_gate import native_latent, parts_for_pass
+from .presets import detect_family
+from .script_args import HiDiffusionArgumentError, ScriptArgs
+from .step_tracking import step_from_denoiser
+from .unet_map import UnsupportedModelError, inspect_unet
+from .unet_patch import apply_hidiffusion, remove_hidiffusion
+
+log = logging.getLogger("hidiffusion")
+
+
+@dataclass
+class PassRecord:
+    key: Tuple[int, bool]  # (batch iteration, hires)
+    name: str  # "first pass" / "hires pass"
+    latent_hw: Tuple[int, int]
+    patch: object  # HiDiffusionHandle (A1111) or ForgeHiDiffusion (Forge)
+    started: float = field(default_factory=time.perf_counter)
+    seconds: float = 0.0
+
+
+_active: Optional["Generation"] = None  # the generation being sampled (one at a time in a webui)
+last: Optional["Generation"] = None  # the most recent finished one, for logs and tests
+
+
+class Generation:
+    """One process_images() call: its arguments, its passes and what they changed."""
+
+    def __init__(self, p, args: ScriptArgs):
+        self.p = p
+        self.args = args
+        self.passes: Dict[Tuple[int, bool], PassRecord] = {}
+        self.current: Optional[PassRecord] = None
+        self.notes: List[str] = []
+
+    # -- patching ---------------------------------------------------------------------------------------
+    def patch_pass(self, p, latent_hw: Tuple[int, int]) -> None:
+        """Patch the U-Net for the sampling pass about to start, whose latent is ``latent_hw``."""
+        hires = bool(getattr(p, "is_hr_pass", False))
+        key = (int(getattr(p, "iteration", 0)), hires)
+        if self.current is not None and self.current.key == key:
+            self.current = None  # Forge calls this hook twice for the hires pass: the new patch replaces the old
+        self.end_pass()
+        latent_hw = (int(latent_hw[0]), int(latent_hw[1]))
+        forge = getattr(p.sd_model, "forge_objects", None)
+        try:
+            unet_map = inspect_unet(forge.unet.model.diffusion_model if forge else p.sd_model.model.diffusion_model)
+            family = detect_family(unet_map, self.args.settings().family, _model_name(p))
+        except UnsupportedModelError as error:
+            reason = forge_unsupported_reason(forge.unet) if forge else None
+            self._note(f"not applied: {reason or error}")
+            return
+        raunet_ok, mswmsa_ok = parts_for_pass(self.args.apply_to, hires, latent_hw,
+                                              native_latent(family, _is_v_768(p)))
+        raunet, mswmsa = self.args.raunet and raunet_ok, self.args.mswmsa and mswmsa_ok
+        if not (raunet or mswmsa):
+            return
+        settings = self.args.settings(raunet=raunet).replace(mswmsa=mswmsa)
+        steps, seed = _pass_steps(p, hires), _batch_seed(p)
+        if forge:
+            patch = patch_forge_unet(forge.unet, settings, steps=steps, seed=seed, model_name=_model_name(p))
+            forge.unet = patch.patcher  # the clone is the undo (Forge resets forge_objects every pass)
+        else:
+            patch = apply_hidiffusion(p.sd_model.model.diffusion_model, settings, steps=steps, seed=seed,
+                                      model_name=_model_name(p))
+        self.current = self.passes[key] = PassRecord(key, "hires pass" if hires else "first pass", latent_hw, patch)
+
+    def on_denoiser_call(self, params) -> None:
+        if self.current is not None:
+            step, steps = step_from_denoiser(params)
+            self.current.patch.set_step(step, steps)
+
+    def end_pass(self) -> None:
+        record, self.current = self.current, None
+        if record is None:
+            return
+        record.seconds = time.perf_counter() - record.started
+        remove = getattr(record.patch, "remove", None)
+        if remove:
+            remove()
+        stats, resolved = record.patch.stats, record.patch.resolved_for(record.latent_hw)
+        reason = getattr(record.patch, "skipped_reason", None)
+        if reason:
+            self._note(reason)
+        log.info("HiDiffusion %s %dx%d: %s; %d U-Net calls (%d RAD, %d pooled, %d windowed attn), "
+                 "%.1f s sampling", record.name, record.latent_hw[1] * 8, record.latent_hw[0] * 8, resolved.describe(),
+                 stats.forwards, stats.rad_forwards, stats.pool_forwards, stats.windowed_calls, record.seconds)
+
+    # -- results ----------------------------------------------------------------------------------------
+    @property
+    def modified(self) -> bool:
+        return any(record.patch.stats.modified for record in self.passes.values())
+
+    def write_infotext(self, extra_generation_params: dict) -> None:
+        for key in infotext.ALL_KEYS:
+            extra_generation_params.pop(key, None)
+        if self.modified:
+            extra_generation_params.update(infotext.to_infotext(self.args, "; ".join(self.notes) or None))
+
+    def _note(self, message: str) -> None:
+        if message not in self.notes:
+            self.notes.append(message)
+            log.warning("HiDiffusion: %s", message)
+
+
+# -- module-level lifecycle, called by the script ---------------------------------------------------------
+def begin(p, args: ScriptArgs) -> Generation:
+    """Start a generation: undo anything a crashed earlier one left behind, then remember this one."""
+    global _active
+    cleanup(p)
+    _active = Generation(p, args)
+    _wrap_sample(p)
+    return _active
+
+
+def fail_generation(p, error: HiDiffusionArgumentError) -> None:
+    """Make the request fail with ``error`` before sampling: script hooks swallow exceptions, p.sample does not."""
+    cleanup(p)
+
+    def refuse(*args, **kwargs):
+        raise error
+
+    p.sample = refuse
+
+
+def active() -> Optional[Generation]:
+    return _active
+
+
+def on_cfg_denoiser(params) -> None:
+    if _active is not None:
+        _active.on_denoiser_call(params)
+
+
+def finish(p) -> None:
+    """End of sampling (normal, interrupted or failed): undo the patch and write honest infotext."""
+    global _active, last
+    generation, _active = _active, None
+    if generation is None:
+        return
+    last = generation
+    generation.end_pass()
+    generation.write_infotext(p.extra_generation_params)
+
+
+def cleanup(p=None) -> None:
+    """Remove every patch this extension may have left (also from a previous crashed generation)."""
+    global _active
+    if _active is not None:
+        try:
+            _active.end_pass()
+        finally:
+            _active = None
+    model = getattr(p, "sd_model", None) if p is not None else None
+    unet = getattr(getattr(model, "model", None), "diffusion_model", None)
+    if unet is not None:
+        remove_hidiffusion(unet)
+
+
+def _wrap_sample(p) -> None:
+    """try/finally around the whole sampling (both passes): A1111 skips postprocess() when sampling raises."""
+    original = p.sample
+    if getattr(original, "_hidiffusion_wrapped", False):
+        original = original._hidiffusion_original
+
+    def sample(*args, **kwargs):
+        try:
+            return original(*args, **kwargs)
+        finally:
+            finish(p)
+
+    sample._hidiffusion_wrapped = True
+    sample._hidiffusion_original = original
+    p.sample = sample
+
+
+def _pass_steps(p, hires: bool) -> int:
+    """Steps the sampler will run in this pass; refined from the denoiser once sampling starts."""
+    if hires:
+        return int(getattr(p, "hr_second_pass_steps", 0) or p.steps)
+    denoising = getattr(p, "denoising_strength", None)
+    if getattr(p, "init_images", None) and denoising is not None:  # img2img runs int(dn * steps) + 1 steps
+        return max(1, int(min(denoising, 0.999) * p.steps) + 1)
+    return max(1, int(p.steps))
+
+
+def _batch_seed(p) -> int:
+    """The seed of the first image of the current batch: same infotext, same window shifts."""
+    seeds = getattr(p, "all_seeds", None) or [getattr(p, "seed", 0)]
+    index = int(getattr(p, "iteration", 0)) * int(getattr(p, "batch_size", 1))
+    return int(seeds[min(index, len(seeds) - 1)])
+
+
+def _model_name(p) -> str:
+    info = getattr(p.sd_model, "sd_checkpoint_info", None)
+    return str(getattr(info, "name_for_extra", None) or getattr(info, "title", None) or "")
+
+
+def _is_v_768(p) -> bool:
+    return bool(getattr(p.sd_model, "is_sd2", False)) and getattr(p.sd_model, "parameterization", "") == "v"
+
+
+def on_model_loaded(sd_model) -> None:
+    """A model (re)load, also the refiner switch mid-sampling: the old patch goes, the generation stays."""
+    if _active is not None:
+        _active.end_pass()
+    unet = getattr(getattr(sd_model, "model", None), "diffusion_model", None)
+    if unet is not None:
+        remove_hidiffusion(unet)

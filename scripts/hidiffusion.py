@@ -1,0 +1,53 @@
+"""HiDiffusion for AUTOMATIC1111 and Forge: one always-on script. The mechanism is in hidiffusion_ext/.
+
+Life of a generation: before_process removes any patch a crashed run left; process validates the
+arguments and wraps p.sample in try/finally; process_before_every_sampling patches the U-Net for each
+pass (A1111 >= 1.10, Forge; process_batch/before_hr on 1.7-1.9); on_cfg_denoiser moves the step; the
+end of p.sample removes the patch and writes the PNG info; postprocess is a second safety net.
+"""
+
+from modules import script_callbacks, scripts
+
+from hidiffusion_ext import script_logic, webui_session, webui_ui, xyz_axes
+
+HAS_PER_PASS_HOOK = hasattr(scripts.Script, "process_before_every_sampling")
+
+
+class HiDiffusionScript(scripts.Script):
+    sorting_priority = 15  # Forge: order among always-on scripts
+
+    def title(self):
+        return "HiDiffusion"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        return webui_ui.build(self, is_img2img)
+
+    def before_process(self, p, *args):
+        webui_session.cleanup(p)
+
+    def process(self, p, *args):
+        script_logic.start(p, args)
+
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        script_logic.patch_pass(p, kwargs["x"].shape[-2:])
+
+    def process_batch(self, p, *args, **kwargs):
+        if not HAS_PER_PASS_HOOK:
+            script_logic.patch_pass(p, script_logic.first_pass_latent(p))
+
+    def before_hr(self, p, *args):
+        if not HAS_PER_PASS_HOOK:
+            script_logic.patch_pass(p, script_logic.hires_latent(p))
+
+    def postprocess(self, p, processed, *args):
+        webui_session.finish(p)
+
+
+script_callbacks.on_cfg_denoiser(webui_session.on_cfg_denoiser)
+script_callbacks.on_model_loaded(webui_session.on_model_loaded)
+script_callbacks.on_script_unloaded(webui_session.cleanup)
+script_callbacks.on_ui_settings(webui_ui.register_settings)
+script_callbacks.on_before_ui(lambda: xyz_axes.register(scripts.scripts_data))

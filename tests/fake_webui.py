@@ -1,0 +1,159 @@
+"""A miniature of A1111 1.10.1's processing loop around the REAL ldm U-Net, for driving the real Script.
+
+Call order and exception handling follow modules/processing.py, scripts.py, sd_samplers_common.py and
+sd_samplers_cfg_denoiser.py as documented in shared/docs/webui-hosts.md (A1.2, A1.3, A5.5): hooks swallow
+exceptions, a sampling exception propagates (postprocess is skipped), an interrupt returns the last latent.
+"""
+
+import os
+import sys
+import traceback
+from types import SimpleNamespace
+
+import torch
+
+STUBS = os.path.join(os.path.dirname(__file__), "webui_stubs")
+
+
+class InterruptedException(BaseException):
+    pass
+
+
+class CFGDenoiser:
+    """Counts calls like A1111's: ``step`` per forward, ``total_steps`` = steps (x2 for second order)."""
+
+    def __init__(self, p, steps, second_order):
+        self.p, self.steps, self.step = p, steps, 0
+        self.total_steps = steps * 2 if second_order else steps
+
+    def forward(self, x, t, context):
+        from modules import script_callbacks, shared
+
+        if shared.state.interrupted or shared.state.skipped:
+            raise InterruptedException
+        x_in = torch.cat([x, x])  # cond rows + uncond rows, one batched U-Net call
+        params = script_callbacks.CFGDenoiserParams(x_in, None, t, shared.state.sampling_step,
+                                                    shared.state.sampling_steps, context, context, self)
+        script_callbacks.cfg_denoiser_callback(params)
+        unet = self.p.sd_model.model.diffusion_model
+        out = unet(params.x, torch.full((x_in.shape[0],), float(t)), context=torch.cat([context, context * 0]))
+        cond, uncond = out.chunk(2)
+        self.step += 1
+        return uncond + 3.0 * (cond - uncond)
+
+
+def sample_loop(p, x, steps, sampler):
+    """launch_sampling + a k-diffusion-like loop; the sampler callback sets state.sampling_step after call 1."""
+    from modules import shared
+
+    second_order = sampler == "Heun"
+    denoiser = CFGDenoiser(p, steps, second_order)
+    shared.state.sampling_steps, shared.state.sampling_step = steps, 0
+    p.denoiser_log.append(denoiser)
+    last = x
+    try:
+        for i in range(steps):
+            t = 999 - i * (999 // steps)
+            d = denoiser.forward(x, t, p.context)
+            shared.state.sampling_step = i
+            if second_order and i < steps - 1:
+                d = 0.5 * (d + denoiser.forward(x - 0.01 * d, t - 1, p.context))
+            x = last = x - 0.02 * d
+        return x
+    except InterruptedException:
+        return last
+
+
+def make_p(unet, *, width=256, height=256, steps=4, seed=42, batch_size=1, n_iter=1, sampler="Euler",
+           enable_hr=False, hr_scale=2, hr_steps=0, init_latent=None, denoising_strength=0.75, model_name="random-sd15"):
+    context_dim = next(m.attn2.to_k.in_features for m in unet.modules() if hasattr(m, "attn2"))
+    sd_model = SimpleNamespace(model=SimpleNamespace(diffusion_model=unet), is_sd1=True, is_sd2=False, is_sdxl=False,
+                               sd_checkpoint_info=SimpleNamespace(name_for_extra=model_name, title=model_name))
+    p = SimpleNamespace(
+        sd_model=sd_model, width=width, height=height, steps=steps, seed=seed, batch_size=batch_size, n_iter=n_iter,
+        sampler_name=sampler, enable_hr=enable_hr, hr_upscale_to_x=width * hr_scale, hr_upscale_to_y=height * hr_scale,
+        hr_second_pass_steps=hr_steps, denoising_strength=denoising_strength, is_hr_pass=False, iteration=0,
+        extra_generation_params={}, all_seeds=[], context=torch.ones(batch_size, 3, context_dim) * 0.1,
+        init_images=[object()] if init_latent is not None else None, init_latent=init_latent, denoiser_log=[],
+    )
+    p.sample = lambda: _sample(p)
+    return p
+
+
+def _sample(p):
+    """StableDiffusionProcessingTxt2Img.sample / Img2Img.sample, with the hires pass."""
+    g = torch.Generator().manual_seed(p.all_seeds[p.iteration * p.batch_size])
+    if p.init_latent is not None:
+        steps = int(min(p.denoising_strength, 0.999) * p.steps) + 1
+        x = p.init_latent.clone()
+        p.scripts.process_before_every_sampling(p, x=x, noise=x, c=None, uc=None)
+        return sample_loop(p, x, steps, p.sampler_name)
+    x = torch.randn(p.batch_size, 4, p.height // 8, p.width // 8, generator=g)
+    p.scripts.process_before_every_sampling(p, x=x, noise=x, c=None, uc=None)
+    samples = sample_loop(p, x, p.steps, p.sampler_name)
+    if not p.enable_hr:
+        return samples
+    from modules import shared
+
+    if shared.state.interrupted:
+        return samples
+    p.is_hr_pass = True
+    samples = torch.nn.functional.interpolate(samples, size=(p.hr_upscale_to_y // 8, p.hr_upscale_to_x // 8))
+    p.scripts.before_hr(p)
+    p.scripts.process_before_every_sampling(p, x=samples, noise=samples, c=None, uc=None)
+    samples = sample_loop(p, samples, p.hr_second_pass_steps or p.steps, p.sampler_name)
+    p.is_hr_pass = False
+    return samples
+
+
+class Runner:
+    """ScriptRunner for one always-on script: hooks get ``p.script_args[args_from:args_to]``; errors are logged."""
+
+    def __init__(self, script, args):
+        self.script, self.args, self.errors = script, list(args), []
+
+    def _call(self, name, p, *extra, **kwargs):
+        try:
+            getattr(self.script, name)(p, *extra, *self.args, **kwargs)
+        except Exception:
+            self.errors.append(traceback.format_exc())
+
+    def before_process(self, p): self._call("before_process", p)
+    def process(self, p): self._call("process", p)
+    def process_batch(self, p, **kw): self._call("process_batch", p, **kw)
+    def process_before_every_sampling(self, p, **kw): self._call("process_before_every_sampling", p, **kw)
+    def before_hr(self, p): self._call("before_hr", p)
+    def postprocess(self, p, processed): self._call("postprocess", p, processed)
+
+
+def process_images(p, script, args):
+    """processing.process_images: before_process, process, per-iteration batch hooks and sampling, postprocess."""
+    p.scripts = Runner(script, args)
+    p.all_seeds = [p.seed + i for i in range(p.batch_size * p.n_iter)]
+    p.scripts.before_process(p)
+    p.scripts.process(p)
+    outputs = []
+    for n in range(p.n_iter):
+        p.iteration = n
+        p.scripts.process_batch(p, batch_number=n, prompts=[], seeds=[], subseeds=[])
+        outputs.append(p.sample())
+    processed = SimpleNamespace(images=outputs, infotext=dict(p.extra_generation_params))
+    p.scripts.postprocess(p, processed)
+    return processed
+
+
+def load_script_module():
+    """Import scripts/hidiffusion.py the way the webui does (file basename as module name)."""
+    import importlib.util
+
+    if STUBS not in sys.path:
+        sys.path.insert(0, STUBS)
+    from modules import script_callbacks
+
+    script_callbacks.clear_callbacks()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, "scripts", "hidiffusion.py")
+    spec = importlib.util.spec_from_file_location("hidiffusion.py", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
