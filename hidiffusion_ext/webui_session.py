@@ -34,8 +34,8 @@ class PassRecord:
     seconds: float = 0.0
 
 
-_active: Optional["Generation"] = None  # the generation being sampled (one at a time in a webui)
-last: Optional["Generation"] = None  # the most recent finished one, for logs and tests
+_active: Optional[Generation] = None  # the generation being sampled (one at a time in a webui)
+last: Optional[Generation] = None  # the most recent finished one, for logs and tests
 
 
 class Generation:

@@ -1,9 +1,9 @@
 """The real Script class through simulated A1111 1.10 generations on the real ldm U-Net."""
 
+import fake_webui
 import pytest
 import torch
 
-import fake_webui
 from hidiffusion_ext import active_handle, webui_session
 from hidiffusion_ext.script_args import NAMES
 

@@ -15,7 +15,8 @@ class InputAccordion(gr.Checkbox):
         super().__init__(value, **kwargs_checkbox)
         kwargs_accordion = {**kwargs, "elem_id": self.accordion_id, "label": kwargs.get("label", "Accordion"),
                             "elem_classes": ["input-accordion"], "open": value}
-        self.accordion = gr.Accordion(**{k: v for k, v in kwargs_accordion.items() if k in ("elem_id", "label", "open", "elem_classes")})
+        accepted = ("elem_id", "label", "open", "elem_classes")
+        self.accordion = gr.Accordion(**{k: v for k, v in kwargs_accordion.items() if k in accepted})
 
     def __enter__(self):
         self.accordion.__enter__()
