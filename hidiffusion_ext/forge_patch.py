@@ -17,24 +17,21 @@ object, and a clone of this clone (ControlNet makes one) must still share this p
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import List, Mapping, Optional, Tuple
 
-from . import forge_attention, msw_msa, raunet
+from . import forge_attention
 from .forge_downsample import RauDownsample, stock_conv
+from .pass_state import HiDiffusionPass, checked_arguments
 from .presets import (
     BlockRoles,
-    ResolvedSchedule,
     block_roles,
     detect_family,
     is_non_aggressive_model,
     plan_for,
-    resolve,
 )
 from .settings import HiDiffusionSettings
 from .shifts import ShiftRng, make_shift_source
 from .unet_map import UNetMap, UnsupportedModelError, inspect_unet, is_downsample, transformer_blocks
-from .unet_patch import PassStats
 
 log = logging.getLogger("hidiffusion")
 
@@ -47,102 +44,29 @@ CONTROLNET = "RAU-Net skipped: ControlNet residuals need the stock feature sizes
 AttnKey = Tuple[str, int, int]  # Forge's attn1 replace key: (block name, block index, transformer index)
 
 
-@dataclass
-class _ForwardState:
-    """Decisions for the U-Net forward in progress; reset before input block 0."""
-
-    latent_hw: Optional[Tuple[int, int]] = None
-    rad: bool = False
-    pool: bool = False
-    pre_pool_size: Optional[Tuple[int, int]] = None
-
-
-class ForgeHiDiffusion:
+class ForgeHiDiffusion(HiDiffusionPass):
     """One sampling pass: ``patcher`` is the patched clone, ``set_step(i)`` before each sampler step."""
 
     def __init__(self, unet_map: UNetMap, family: str, roles: BlockRoles, settings: HiDiffusionSettings,
                  steps: int, shifts, non_aggressive_model: bool, attention=None):
-        self.unet_map = unet_map
-        self.family = family
-        self.roles = roles
-        self.settings = settings
-        self.steps = steps
-        self.step = 0
-        self.stats = PassStats()
+        super().__init__(unet_map, family, roles, settings, steps, shifts, non_aggressive_model)
         self.patcher = None
-        self.skipped_reason: Optional[str] = None
-        self._shifts = shifts
-        self._non_aggressive_model = non_aggressive_model
         self._attention = attention
-        self._resolved: Dict[Tuple[int, int], ResolvedSchedule] = {}
-        self._state = _ForwardState()
-        self._warned = False
-
-    # -- public: the same semantics as HiDiffusionHandle ------------------------------------------------
-    def set_step(self, step: int, steps: Optional[int] = None) -> None:
-        """0-based step of the current sampling pass; ``steps`` updates the pass length."""
-        _check_count("step", step, minimum=0)
-        if steps is not None and steps != self.steps:
-            _check_count("steps", steps, minimum=1)
-            self.steps = steps
-            self._resolved.clear()
-        self.step = step
-
-    def resolved_for(self, latent_hw: Tuple[int, int]) -> ResolvedSchedule:
-        key = (int(latent_hw[0]), int(latent_hw[1]))
-        if key not in self._resolved:
-            self._resolved[key] = resolve(self.family, key, self.steps, self.settings, self._non_aggressive_model)
-        return self._resolved[key]
 
     # -- what the patches do -----------------------------------------------------------------------------
-    def _begin_forward(self, latent_hw: Tuple[int, int]) -> None:
-        schedule = self.resolved_for(latent_hw).schedule
-        raunet_on = self.settings.raunet and self.skipped_reason is None
-        self._state = _ForwardState(
-            latent_hw=latent_hw,
-            rad=raunet_on and self.family != "sdxl_turbo" and schedule.rad_active(self.step),
-            pool=raunet_on and schedule.pool_active(self.step),
-        )
-        self.stats.forwards += 1
-        self.stats.rad_forwards += self._state.rad
-        self.stats.pool_forwards += self._state.pool
-        if self._state.rad or self._state.pool:
-            self.stats.modified_steps.add(self.step)
-
-    def _pool(self, h):
-        self._state.pre_pool_size = tuple(h.shape[-2:])
-        return raunet.block_pool(h)
-
-    def _restore(self, h):
-        size, self._state.pre_pool_size = self._state.pre_pool_size, None
-        return h if size is None else raunet.block_restore(h, size)
-
     def _windowed_attn1(self, index: int, attend, q, k, v, extra_options):
         shape = extra_options.get("original_shape")
         if shape is None or k.shape[1] != q.shape[1]:  # not in a U-Net forward, or attn1 given a context
             return attend(q, k, v, extra_options)
-        u = self._shifts.draw(self.step, index)  # drawn first, as the reference does
-        latent_hw = (int(shape[-2]), int(shape[-1]))
-        hw = msw_msa.token_grid(latent_hw, q.shape[1])
-        if hw is None:
-            self._warn_once(f"MSW-MSA skipped: {q.shape[1]} tokens do not form a grid for latent {latent_hw}")
+        grid = self.window_grid(index, q.shape[1], (int(shape[-2]), int(shape[-1])))
+        if grid is None:
             return attend(q, k, v, extra_options)
-        grid = msw_msa.window_grid(hw, msw_msa.shift_index(u))
-        if grid.resized and self.settings.odd_windows == "global":
-            return attend(q, k, v, extra_options)
-        self.stats.windowed_calls += 1
-        self.stats.modified_steps.add(self.step)
         return forge_attention.windowed(attend, q, k, v, extra_options, grid)
 
     def _skip_raunet(self, reason: str) -> None:
         if self.skipped_reason is None:
             self.skipped_reason = reason
             log.info("HiDiffusion: %s", reason)
-
-    def _warn_once(self, message: str) -> None:
-        if not self._warned:
-            self._warned = True
-            log.warning("HiDiffusion: %s", message)
 
     # -- installation on the clone -----------------------------------------------------------------------
     def _install(self, clone, rad_target, attn_keys: List[AttnKey]) -> None:
@@ -153,15 +77,15 @@ class ForgeHiDiffusion:
             block = transformer_options.get("block")
             if when == "before" and block == first_block:
                 shape = transformer_options.get("original_shape") or h.shape
-                self._begin_forward((int(shape[-2]), int(shape[-1])))
+                self.begin_forward((int(shape[-2]), int(shape[-1])))
             elif when == "after" and block == restore_block:
-                h = self._restore(h)  # after the block ran, i.e. on the next output block's input
+                h = self.restore(h)  # after the block ran, i.e. on the next output block's input
             return h
 
         clone.add_block_modifier(_tag(block_modifier))
         if self.settings.raunet:
             def pool_patch(h, transformer_options):
-                return self._pool(h) if self._state.pool and transformer_options.get("block") == pool_block else h
+                return self.pool(h) if self._state.pool and transformer_options.get("block") == pool_block else h
 
             def control_watch(model, x, timestep, uncond, cond, cond_scale, model_options, seed):
                 if any(c.get("control") is not None for c in [*cond, *(uncond or [])]):
@@ -202,12 +126,7 @@ def patch_forge_unet(
     Raises UnsupportedModelError (a ValueError) before cloning anything when the model cannot be patched.
     ``attention`` replaces Forge's attention kernel (tests only); ``shift_rng`` is as in apply_hidiffusion.
     """
-    settings = HiDiffusionSettings() if settings is None else settings
-    if not isinstance(settings, HiDiffusionSettings):
-        raise ValueError(f"settings must be a HiDiffusionSettings, got {type(settings).__name__}")
-    _check_count("steps", steps, minimum=1)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ValueError(f"seed must be an integer or None, got {seed!r}")
+    settings = checked_arguments(settings, steps, seed)
     unet, unet_map = _inspect(unet_patcher)
     family = detect_family(unet_map, settings.family, model_name)
     roles = block_roles(unet_map, plan_for(family))
@@ -302,8 +221,3 @@ def _tag(fn):
 
 def _is_tagged(fn) -> bool:
     return getattr(fn, TAG, False) is True
-
-
-def _check_count(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")

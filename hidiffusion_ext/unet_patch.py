@@ -11,99 +11,37 @@ All state lives in the handle; ``remove()`` restores every module exactly.
 
 from __future__ import annotations
 
-import logging
 import weakref
-from dataclasses import dataclass, field
-from typing import Dict, Optional, Set, Tuple
+from typing import Optional
 
 from torch import nn
 
 from . import msw_msa, raunet
+from .pass_state import HiDiffusionPass, PassStats, check_count, checked_arguments  # noqa: F401 (PassStats: public)
 from .patch_ledger import PatchLedger, sweep
 from .presets import (
     BlockRoles,
-    ResolvedSchedule,
     block_roles,
     detect_family,
     is_non_aggressive_model,
     plan_for,
-    resolve,
 )
 from .settings import HiDiffusionSettings
 from .shifts import ShiftRng, make_shift_source
 from .unet_map import UNetMap, inspect_unet, is_downsample, is_upsample, transformer_blocks
 
-log = logging.getLogger("hidiffusion")
-
 _ACTIVE: weakref.WeakKeyDictionary[nn.Module, HiDiffusionHandle] = weakref.WeakKeyDictionary()
 
 
-@dataclass
-class PassStats:
-    """What HiDiffusion actually changed during the pass (for honest infotext and logs)."""
-
-    forwards: int = 0
-    rad_forwards: int = 0
-    pool_forwards: int = 0
-    windowed_calls: int = 0
-    modified_steps: Set[int] = field(default_factory=set)
-
-    @property
-    def modified(self) -> bool:
-        return bool(self.modified_steps)
-
-
-@dataclass
-class _ForwardState:
-    """Decisions for the U-Net forward in progress; reset by the input_blocks[0] pre-hook."""
-
-    latent_hw: Optional[Tuple[int, int]] = None
-    rad: bool = False
-    pool: bool = False
-    pre_pool_size: Optional[Tuple[int, int]] = None
-    skip_sizes: Dict[int, Tuple[int, int]] = field(default_factory=dict)
-
-
-class HiDiffusionHandle:
+class HiDiffusionHandle(HiDiffusionPass):
     """A live patch. ``set_step(i)`` before each sampler step; ``remove()`` (or leave the ``with``) to undo."""
 
     def __init__(self, unet, unet_map: UNetMap, family: str, roles: BlockRoles, settings: HiDiffusionSettings,
                  steps: int, shifts, non_aggressive_model: bool):
+        super().__init__(unet_map, family, roles, settings, steps, shifts, non_aggressive_model)
         self.unet_ref = weakref.ref(unet)
-        self.unet_map = unet_map
-        self.family = family
-        self.settings = settings
-        self.steps = steps
-        self.step = 0
-        self.stats = PassStats()
-        self.roles = roles
-        self._shifts = shifts
-        self._non_aggressive_model = non_aggressive_model
-        self._resolved: Dict[Tuple[int, int], ResolvedSchedule] = {}
-        self._state = _ForwardState()
         self._ledger = PatchLedger()
-        self._warned = False
         self.removed = False
-
-    # -- public -----------------------------------------------------------------------------------------
-    def set_step(self, step: int, steps: Optional[int] = None) -> None:
-        """0-based step of the current sampling pass; drives the RAU-Net schedule and the window shifts.
-
-        ``steps`` updates the pass length when the host only learns it once sampling has started.
-        """
-        _check_count("step", step, minimum=0)
-        if steps is not None and steps != self.steps:
-            _check_count("steps", steps, minimum=1)
-            self.steps = steps
-            self._resolved.clear()
-        self.step = step
-
-    def resolved_for(self, latent_hw: Tuple[int, int]) -> ResolvedSchedule:
-        """The schedule this handle uses for a latent of ``latent_hw`` (auto values filled in)."""
-        key = (int(latent_hw[0]), int(latent_hw[1]))
-        if key not in self._resolved:
-            self._resolved[key] = resolve(self.family, key, self.steps, self.settings, self._non_aggressive_model)
-        return self._resolved[key]
 
     def remove(self) -> None:
         if self.removed:
@@ -141,19 +79,7 @@ class HiDiffusionHandle:
 
     # -- per-forward behaviour --------------------------------------------------------------------------
     def _begin_forward(self, module, args):
-        latent_hw = tuple(int(n) for n in args[0].shape[-2:])
-        schedule = self.resolved_for(latent_hw).schedule
-        raunet_on = self.settings.raunet
-        self._state = _ForwardState(
-            latent_hw=latent_hw,
-            rad=raunet_on and self.family != "sdxl_turbo" and schedule.rad_active(self.step),
-            pool=raunet_on and schedule.pool_active(self.step),
-        )
-        self.stats.forwards += 1
-        self.stats.rad_forwards += self._state.rad
-        self.stats.pool_forwards += self._state.pool
-        if self._state.rad or self._state.pool:
-            self.stats.modified_steps.add(self.step)
+        self.begin_forward(tuple(int(n) for n in args[0].shape[-2:]))
 
     def _rad_forward(self, down: nn.Module):
         def make(inner):
@@ -166,14 +92,10 @@ class HiDiffusionHandle:
         return make
 
     def _pool_output(self, module, args, output):
-        if not self._state.pool:
-            return None
-        self._state.pre_pool_size = tuple(output.shape[-2:])
-        return raunet.block_pool(output)
+        return self.pool(output) if self._state.pool else None
 
     def _restore_output(self, module, args, output):
-        size, self._state.pre_pool_size = self._state.pre_pool_size, None
-        return None if size is None else raunet.block_restore(output, size)
+        return self.restore(output)
 
     def _record_skip_size(self, source: int):
         def hook(module, args, output):
@@ -197,24 +119,12 @@ class HiDiffusionHandle:
                 latent_hw = self._state.latent_hw
                 if context is not None or latent_hw is None:  # cross-attention, or not inside a U-Net forward
                     return inner(x, context, *args, **kwargs)
-                u = self._shifts.draw(self.step, index)  # drawn first, as the reference does
-                hw = msw_msa.token_grid(latent_hw, x.shape[1])
-                if hw is None:
-                    self._warn_once(f"MSW-MSA skipped: {x.shape[1]} tokens do not form a grid for latent {latent_hw}")
+                grid = self.window_grid(index, x.shape[1], latent_hw)
+                if grid is None:
                     return inner(x, context, *args, **kwargs)
-                grid = msw_msa.window_grid(hw, msw_msa.shift_index(u))
-                if grid.resized and self.settings.odd_windows == "global":
-                    return inner(x, context, *args, **kwargs)
-                self.stats.windowed_calls += 1
-                self.stats.modified_steps.add(self.step)
                 return msw_msa.windowed_attention(lambda w: inner(w, None, *args, **kwargs), x, grid)
             return forward
         return make
-
-    def _warn_once(self, message: str) -> None:
-        if not self._warned:
-            self._warned = True
-            log.warning("HiDiffusion: %s", message)
 
 
 def apply_hidiffusion(
@@ -232,12 +142,7 @@ def apply_hidiffusion(
     Raises UnsupportedModelError (a ValueError) for models HiDiffusion cannot patch, leaving them untouched.
     ``model_name`` (checkpoint name) only feeds "auto": turbo / inpaint / playground hints (spec §2).
     """
-    settings = HiDiffusionSettings() if settings is None else settings
-    if not isinstance(settings, HiDiffusionSettings):
-        raise ValueError(f"settings must be a HiDiffusionSettings, got {type(settings).__name__}")
-    _check_count("steps", steps, minimum=1)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ValueError(f"seed must be an integer or None, got {seed!r}")
+    settings = checked_arguments(settings, steps, seed)
     unet_map = inspect_unet(unet)
     family = detect_family(unet_map, settings.family, model_name)
     roles = block_roles(unet_map, plan_for(family))
@@ -260,11 +165,6 @@ def windowed_transformers(unet: nn.Module, roles: BlockRoles):
     """The transformer blocks whose self-attention MSW-MSA windows, in execution order."""
     blocks = [unet.input_blocks[i] for i in roles.window_inputs] + [unet.output_blocks[j] for j in roles.window_outputs]
     return [tb for block in blocks for tb in transformer_blocks(block)]
-
-
-def _check_count(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def remove_hidiffusion(unet: nn.Module) -> bool:

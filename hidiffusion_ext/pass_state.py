@@ -1,0 +1,139 @@
+"""One sampling pass of HiDiffusion, independent of how a host lets us hook its U-Net.
+
+Both adapters (ldm/sgm module patches, Forge UnetPatcher patches) subclass this: it owns the step,
+the schedule per latent size, the per-forward decisions, the window shifts and the statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Set, Tuple
+
+from . import msw_msa, raunet
+from .presets import BlockRoles, ResolvedSchedule, resolve
+from .settings import HiDiffusionSettings
+from .unet_map import UNetMap
+
+log = logging.getLogger("hidiffusion")
+
+
+@dataclass
+class PassStats:
+    """What HiDiffusion actually changed during the pass (for honest infotext and logs)."""
+
+    forwards: int = 0
+    rad_forwards: int = 0
+    pool_forwards: int = 0
+    windowed_calls: int = 0
+    modified_steps: Set[int] = field(default_factory=set)
+
+    @property
+    def modified(self) -> bool:
+        return bool(self.modified_steps)
+
+
+@dataclass
+class ForwardState:
+    """Decisions for the U-Net forward in progress; reset when input block 0 starts."""
+
+    latent_hw: Optional[Tuple[int, int]] = None
+    rad: bool = False
+    pool: bool = False
+    pre_pool_size: Optional[Tuple[int, int]] = None
+    skip_sizes: Dict[int, Tuple[int, int]] = field(default_factory=dict)
+
+
+def check_count(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def checked_arguments(settings, steps, seed) -> HiDiffusionSettings:
+    """Validate what every adapter's apply takes, before anything is touched."""
+    settings = HiDiffusionSettings() if settings is None else settings
+    if not isinstance(settings, HiDiffusionSettings):
+        raise ValueError(f"settings must be a HiDiffusionSettings, got {type(settings).__name__}")
+    check_count("steps", steps, minimum=1)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"seed must be an integer or None, got {seed!r}")
+    return settings
+
+
+class HiDiffusionPass:
+    def __init__(self, unet_map: UNetMap, family: str, roles: BlockRoles, settings: HiDiffusionSettings,
+                 steps: int, shifts, non_aggressive_model: bool):
+        self.unet_map = unet_map
+        self.family = family
+        self.roles = roles
+        self.settings = settings
+        self.steps = steps
+        self.step = 0
+        self.stats = PassStats()
+        self.skipped_reason: Optional[str] = None  # set when RAU-Net must stay off (Forge + ControlNet)
+        self._shifts = shifts
+        self._non_aggressive_model = non_aggressive_model
+        self._resolved: Dict[Tuple[int, int], ResolvedSchedule] = {}
+        self._state = ForwardState()
+        self._warned = False
+
+    def set_step(self, step: int, steps: Optional[int] = None) -> None:
+        """0-based step of the current sampling pass; drives the RAU-Net schedule and the window shifts.
+
+        ``steps`` updates the pass length when the host only learns it once sampling has started.
+        """
+        check_count("step", step, minimum=0)
+        if steps is not None and steps != self.steps:
+            check_count("steps", steps, minimum=1)
+            self.steps = steps
+            self._resolved.clear()
+        self.step = step
+
+    def resolved_for(self, latent_hw: Tuple[int, int]) -> ResolvedSchedule:
+        """The schedule used for a latent of ``latent_hw`` (auto values filled in)."""
+        key = (int(latent_hw[0]), int(latent_hw[1]))
+        if key not in self._resolved:
+            self._resolved[key] = resolve(self.family, key, self.steps, self.settings, self._non_aggressive_model)
+        return self._resolved[key]
+
+    # -- per forward ------------------------------------------------------------------------------------
+    def begin_forward(self, latent_hw: Tuple[int, int]) -> None:
+        schedule = self.resolved_for(latent_hw).schedule
+        raunet_on = self.settings.raunet and self.skipped_reason is None
+        self._state = ForwardState(
+            latent_hw=latent_hw,
+            rad=raunet_on and self.family != "sdxl_turbo" and schedule.rad_active(self.step),
+            pool=raunet_on and schedule.pool_active(self.step),
+        )
+        self.stats.forwards += 1
+        self.stats.rad_forwards += self._state.rad
+        self.stats.pool_forwards += self._state.pool
+        if self._state.rad or self._state.pool:
+            self.stats.modified_steps.add(self.step)
+
+    def pool(self, h):
+        self._state.pre_pool_size = tuple(h.shape[-2:])
+        return raunet.block_pool(h)
+
+    def restore(self, h):
+        size, self._state.pre_pool_size = self._state.pre_pool_size, None
+        return h if size is None else raunet.block_restore(h, size)
+
+    def window_grid(self, index: int, n_tokens: int, latent_hw: Tuple[int, int]) -> Optional[msw_msa.WindowGrid]:
+        """The windows for windowed block ``index`` in this call, or None for plain attention."""
+        u = self._shifts.draw(self.step, index)  # drawn first, as the reference does
+        hw = msw_msa.token_grid(latent_hw, n_tokens)
+        if hw is None:
+            self._warn_once(f"MSW-MSA skipped: {n_tokens} tokens do not form a grid for latent {latent_hw}")
+            return None
+        grid = msw_msa.window_grid(hw, msw_msa.shift_index(u))
+        if grid.resized and self.settings.odd_windows == "global":
+            return None
+        self.stats.windowed_calls += 1
+        self.stats.modified_steps.add(self.step)
+        return grid
+
+    def _warn_once(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("HiDiffusion: %s", message)
