@@ -35,8 +35,12 @@ class CFGDenoiser:
         params = script_callbacks.CFGDenoiserParams(x_in, None, t, shared.state.sampling_step,
                                                     shared.state.sampling_steps, context, context, self)
         script_callbacks.cfg_denoiser_callback(params)
-        unet = self.p.sd_model.model.diffusion_model
-        out = unet(params.x, torch.full((x_in.shape[0],), float(t)), context=torch.cat([context, context * 0]))
+        timesteps, ctx = torch.full((x_in.shape[0],), float(t)), torch.cat([context, context * 0])
+        forge = getattr(self.p.sd_model, "forge_objects", None)
+        if forge is not None:  # Forge: the sampler takes forge_objects.unet at sampling time
+            out = self.p.forge_runtime.denoise(forge.unet, params.x, timesteps, ctx)
+        else:
+            out = self.p.sd_model.model.diffusion_model(params.x, timesteps, context=ctx)
         cond, uncond = out.chunk(2)
         self.step += 1
         return uncond + 3.0 * (cond - uncond)
@@ -80,16 +84,37 @@ def make_p(unet, *, width=256, height=256, steps=4, seed=42, batch_size=1, n_ite
     return p
 
 
+def _before_every_sampling(p, x):
+    """Forge resets forge_objects before the hook, and calls it twice for the hires pass (webui-hosts.md B2)."""
+    calls = 2 if getattr(p, "forge_original", None) is not None and p.is_hr_pass else 1
+    for _ in range(calls):
+        if getattr(p, "forge_original", None) is not None:
+            p.sd_model.forge_objects.unet = p.forge_original
+        p.scripts.process_before_every_sampling(p, x=x, noise=x, c=None, uc=None)
+
+
+def make_forge_p(unet, **kwargs):
+    """A Forge-shaped ``p``: the engine has forge_objects and no ``.model.diffusion_model``."""
+    from forge_stub import StubForge, StubUnetPatcher
+
+    p = make_p(unet, **kwargs)
+    p.forge_original = StubUnetPatcher.around(unet)
+    p.forge_runtime = StubForge()
+    p.sd_model = SimpleNamespace(forge_objects=SimpleNamespace(unet=p.forge_original), is_sd1=True, is_sdxl=False,
+                                 sd_checkpoint_info=p.sd_model.sd_checkpoint_info)
+    return p
+
+
 def _sample(p):
     """StableDiffusionProcessingTxt2Img.sample / Img2Img.sample, with the hires pass."""
     g = torch.Generator().manual_seed(p.all_seeds[p.iteration * p.batch_size])
     if p.init_latent is not None:
         steps = int(min(p.denoising_strength, 0.999) * p.steps) + 1
         x = p.init_latent.clone()
-        p.scripts.process_before_every_sampling(p, x=x, noise=x, c=None, uc=None)
+        _before_every_sampling(p, x)
         return sample_loop(p, x, steps, p.sampler_name)
     x = torch.randn(p.batch_size, 4, p.height // 8, p.width // 8, generator=g)
-    p.scripts.process_before_every_sampling(p, x=x, noise=x, c=None, uc=None)
+    _before_every_sampling(p, x)
     samples = sample_loop(p, x, p.steps, p.sampler_name)
     if not p.enable_hr:
         return samples
@@ -100,7 +125,7 @@ def _sample(p):
     p.is_hr_pass = True
     samples = torch.nn.functional.interpolate(samples, size=(p.hr_upscale_to_y // 8, p.hr_upscale_to_x // 8))
     p.scripts.before_hr(p)
-    p.scripts.process_before_every_sampling(p, x=samples, noise=samples, c=None, uc=None)
+    _before_every_sampling(p, samples)
     samples = sample_loop(p, samples, p.hr_second_pass_steps or p.steps, p.sampler_name)
     p.is_hr_pass = False
     return samples

@@ -187,3 +187,18 @@ def test_refiner_switch_mid_sampling_runs_unpatched_and_base_is_unpatched(unet, 
         lst.remove(next(c for c in lst if c.callback is switch))
     assert untouched(unet) and untouched(refiner)
     assert not p.scripts.errors
+
+
+def test_forge_host_patches_a_clone_per_pass_without_doubling_the_hires_call(unet, script):
+    """The same script on a Forge-shaped p: clone patched, original patcher and module untouched."""
+    p = fake_webui.make_forge_p(unet, width=256, height=256, enable_hr=True, hr_scale=2)
+    original = p.forge_original
+    processed = fake_webui.process_images(p, script, args())
+    assert not p.scripts.errors, p.scripts.errors
+    passes = webui_session.last.passes
+    assert set(passes) == {(0, False), (0, True)}  # the doubled hires hook call replaced, not added
+    assert passes[(0, True)].patch.stats.forwards == 4 and passes[(0, True)].patch.stats.rad_forwards == 1
+    assert processed.infotext["HiDiffusion"] is True
+    assert not original.object_patches and not original.model_options["transformer_options"].get("patches")
+    p.forge_runtime.unload()
+    assert untouched(unet)
