@@ -22,6 +22,12 @@ from .unet_map import UnsupportedModelError, inspect_unet
 from .unet_patch import apply_hidiffusion, remove_hidiffusion
 
 log = logging.getLogger("hidiffusion")
+if not log.handlers:  # the webuis leave Python logging at WARNING; the per-pass summary is meant to be seen
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(_handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 @dataclass
@@ -147,8 +153,15 @@ def on_cfg_denoiser(params) -> None:
         _active.on_denoiser_call(params)
 
 
+def end_sampling(p) -> None:
+    """After each batch's sampling (normal, interrupted or failed): undo the patch, write honest infotext."""
+    if _active is not None and _active.p is p:
+        _active.end_pass()
+        _active.write_infotext(p.extra_generation_params)
+
+
 def finish(p) -> None:
-    """End of sampling (normal, interrupted or failed): undo the patch and write honest infotext."""
+    """End of the generation (postprocess): the last pass is undone and the infotext final."""
     global _active, last
     generation, _active = _active, None
     if generation is None:
@@ -173,7 +186,7 @@ def cleanup(p=None) -> None:
 
 
 def _wrap_sample(p) -> None:
-    """try/finally around the whole sampling (both passes): A1111 skips postprocess() when sampling raises."""
+    """try/finally around each batch's sampling (both passes): A1111 skips postprocess() when sampling raises."""
     original = p.sample
     if getattr(original, "_hidiffusion_wrapped", False):
         original = original._hidiffusion_original
@@ -182,7 +195,7 @@ def _wrap_sample(p) -> None:
         try:
             return original(*args, **kwargs)
         finally:
-            finish(p)
+            end_sampling(p)
 
     sample._hidiffusion_wrapped = True
     sample._hidiffusion_original = original

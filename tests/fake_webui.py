@@ -35,6 +35,7 @@ class CFGDenoiser:
         params = script_callbacks.CFGDenoiserParams(x_in, None, t, shared.state.sampling_step,
                                                     shared.state.sampling_steps, context, context, self)
         script_callbacks.cfg_denoiser_callback(params)
+        context = params.text_cond  # a refiner switch may change the conditioning
         timesteps, ctx = torch.full((x_in.shape[0],), float(t)), torch.cat([context, context * 0])
         forge = getattr(self.p.sd_model, "forge_objects", None)
         if forge is not None:  # Forge: the sampler takes forge_objects.unet at sampling time

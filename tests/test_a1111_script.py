@@ -162,31 +162,31 @@ def test_interrupt_returns_normally_and_unpatches(unet, script):
 
 
 def test_refiner_switch_mid_sampling_runs_unpatched_and_base_is_unpatched(unet, script, ldm_unet):
+    """apply_refiner inside CFGDenoiser.forward: a new model object, on_model_loaded, no script hook."""
     from modules import script_callbacks
 
     refiner = ldm_unet("refiner")
-    base_model = None
+    refiner_context = next(m.attn2.to_k.in_features for m in refiner.modules() if hasattr(m, "attn2"))
 
     def switch(params):
-        nonlocal base_model
         p = params.denoiser.p
-        if params.denoiser.step == 2 and base_model is None:  # apply_refiner: new model object, on_model_loaded
-            base_model = p.sd_model
+        if params.denoiser.step == 2 and p.sd_model.model.diffusion_model is unet:
             p.sd_model = fake_webui.SimpleNamespace(model=fake_webui.SimpleNamespace(diffusion_model=refiner))
+            p.context = torch.ones(1, 3, refiner_context) * 0.1
+            params.text_cond = params.text_uncond = p.context
             script_callbacks.model_loaded_callback(p.sd_model)
 
-    refiner_ctx = next(m.attn2.to_k.in_features for m in refiner.modules() if hasattr(m, "attn2"))
-    assert refiner_ctx == 32 or True
-    script_callbacks.on_cfg_denoiser(switch)
+    callbacks = script_callbacks.callback_map["callbacks_cfg_denoiser"]
+    callbacks.insert(0, script_callbacks.ScriptCallback("refiner.py", switch))  # runs before ours, as apply_refiner
     try:
         p = fake_webui.make_p(unet)
-        p.context = torch.ones(1, 3, refiner_ctx) * 0.1 if refiner_ctx == 32 else p.context
-        fake_webui.process_images(p, script, args())
+        processed = fake_webui.process_images(p, script, args())
     finally:
-        lst = script_callbacks.callback_map["callbacks_cfg_denoiser"]
-        lst.remove(next(c for c in lst if c.callback is switch))
+        callbacks.pop(0)
+    assert not p.scripts.errors and not script_callbacks.errors
     assert untouched(unet) and untouched(refiner)
-    assert not p.scripts.errors
+    assert webui_session.last.passes[(0, False)].patch.stats.forwards == 2  # base calls before the switch
+    assert processed.infotext["HiDiffusion"] is True
 
 
 def test_forge_host_patches_a_clone_per_pass_without_doubling_the_hires_call(unet, script):
