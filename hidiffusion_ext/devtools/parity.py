@@ -85,8 +85,8 @@ def run_ours(unet, inputs, context, timesteps, settings: HiDiffusionSettings, rn
 
 
 def compare(unet, twin, params, latent_hw, steps: int, settings: HiDiffusionSettings, model_name: str = "",
-            rng_seed: int = 1234) -> ParityResult:
-    x, context, timesteps = make_inputs(params, latent_hw, steps)
+            rng_seed: int = 1234, batch: int = 2) -> ParityResult:
+    x, context, timesteps = make_inputs(params, latent_hw, steps, batch=batch)
     inputs, ref_out = run_reference(twin, x, context, timesteps, settings.raunet, settings.mswmsa, rng_seed)
     ours = run_ours(unet, inputs, context, timesteps, settings, rng_seed, model_name)
     errors = [((a - b).abs().max() / b.abs().max()).item() for a, b in zip(ours, ref_out)]
