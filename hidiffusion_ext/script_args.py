@@ -33,13 +33,23 @@ NAMES = tuple(name for name, _, _ in FIELDS)
 DEFAULTS = {name: default for name, default, _ in FIELDS}
 
 
-class HiDiffusionArgumentError(ValueError):
+try:  # Both webuis answer a FastAPI HTTPException with its status and detail, and print no traceback for it.
+    from fastapi import HTTPException as _ApiError
+except ImportError:  # outside a webui: a plain ValueError still carries status_code/detail
+    _ApiError = Exception
+
+
+class HiDiffusionArgumentError(_ApiError, ValueError):
     """Bad script arguments. ``status_code``/``detail`` make the webui API answer 422 with this message."""
 
     def __init__(self, message: str):
-        super().__init__(message)
+        ValueError.__init__(self, message)
         self.status_code = 422
         self.detail = message
+        self.headers = None
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 @dataclass(frozen=True)

@@ -24,3 +24,8 @@ def step_from_denoiser(params) -> tuple:
     if denoiser is None or getattr(denoiser, "total_steps", None) is None:
         return int(params.sampling_step), int(steps)
     return step_of_call(int(denoiser.step), int(steps), int(denoiser.total_steps)), int(steps)
+
+
+def img2img_executed_steps(steps: int, denoising: float) -> int:
+    """Steps img2img really samples: A1111's t_enc = int(min(dn, 0.999) * steps), plus one."""
+    return max(1, int(min(float(denoising), 0.999) * int(steps)) + 1)

@@ -12,12 +12,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from . import infotext
+from . import host_model, infotext
 from .forge_patch import forge_unsupported_reason, patch_forge_unet
 from .pass_gate import native_latent, parts_for_pass
 from .presets import detect_family
 from .script_args import HiDiffusionArgumentError, ScriptArgs
-from .step_tracking import step_from_denoiser
+from .step_tracking import img2img_executed_steps, step_from_denoiser
 from .unet_map import UnsupportedModelError, inspect_unet
 from .unet_patch import apply_hidiffusion, remove_hidiffusion
 
@@ -63,27 +63,28 @@ class Generation:
             self.current = None  # Forge calls this hook twice for the hires pass: the new patch replaces the old
         self.end_pass()
         latent_hw = (int(latent_hw[0]), int(latent_hw[1]))
-        forge = getattr(p.sd_model, "forge_objects", None)
+        forge = host_model.forge_objects(p.sd_model)
+        name = host_model.model_name(p.sd_model)
         try:
-            unet_map = inspect_unet(forge.unet.model.diffusion_model if forge else p.sd_model.model.diffusion_model)
-            family = detect_family(unet_map, self.args.settings().family, _model_name(p))
+            unet_map = inspect_unet(host_model.diffusion_model(p.sd_model))
+            family = detect_family(unet_map, self.args.settings().family, name)
         except UnsupportedModelError as error:
             reason = forge_unsupported_reason(forge.unet) if forge else None
             self._note(f"not applied: {reason or error}")
             return
         raunet_ok, mswmsa_ok = parts_for_pass(self.args.apply_to, hires, latent_hw,
-                                              native_latent(family, _is_v_768(p)))
+                                              native_latent(family, host_model.is_v_768(p.sd_model)))
         raunet, mswmsa = self.args.raunet and raunet_ok, self.args.mswmsa and mswmsa_ok
         if not (raunet or mswmsa):
             return
         settings = self.args.settings(raunet=raunet).replace(mswmsa=mswmsa)
         steps, seed = _pass_steps(p, hires), _batch_seed(p)
         if forge:
-            patch = patch_forge_unet(forge.unet, settings, steps=steps, seed=seed, model_name=_model_name(p))
+            patch = patch_forge_unet(forge.unet, settings, steps=steps, seed=seed, model_name=name)
             forge.unet = patch.patcher  # the clone is the undo (Forge resets forge_objects every pass)
         else:
             patch = apply_hidiffusion(p.sd_model.model.diffusion_model, settings, steps=steps, seed=seed,
-                                      model_name=_model_name(p))
+                                      model_name=name)
         self.current = self.passes[key] = PassRecord(key, "hires pass" if hires else "first pass", latent_hw, patch)
 
     def on_denoiser_call(self, params) -> None:
@@ -116,7 +117,23 @@ class Generation:
         for key in infotext.ALL_KEYS:
             extra_generation_params.pop(key, None)
         if self.modified:
-            extra_generation_params.update(infotext.to_infotext(self.args, "; ".join(self.notes) or None))
+            notes = self.notes + self._idle_part_notes()
+            extra_generation_params.update(infotext.to_infotext(self.args, "; ".join(notes) or None))
+
+    def _idle_part_notes(self) -> List[str]:
+        """A part that is switched on but changed no step says so: the infotext tells what really ran."""
+        records = list(self.passes.values())
+        notes = []
+        if self.args.raunet and not any(r.patch.stats.rad_forwards or r.patch.stats.pool_forwards for r in records):
+            scheduled = [r for r in records if r.patch.settings.raunet and not getattr(r.patch, "skipped_reason", None)]
+            if scheduled:  # e.g. 2 steps: int(2 * 0.4) = 0
+                resolved = scheduled[0].patch.resolved_for(scheduled[0].latent_hw)
+                notes.append(f"RAU-Net ran on no step ({resolved.schedule.describe()})")
+            elif not self.notes:  # otherwise the skip reason (ControlNet, ...) is noted already
+                notes.append("RAU-Net ran on no step (auto: no pass above 1.5x the model's native area)")
+        if self.args.mswmsa and not any(r.patch.stats.windowed_calls for r in records):
+            notes.append("MSW-MSA ran on no step")
+        return notes
 
     def _note(self, message: str) -> None:
         if message not in self.notes:
@@ -207,8 +224,8 @@ def _pass_steps(p, hires: bool) -> int:
     if hires:
         return int(getattr(p, "hr_second_pass_steps", 0) or p.steps)
     denoising = getattr(p, "denoising_strength", None)
-    if getattr(p, "init_images", None) and denoising is not None:  # img2img runs int(dn * steps) + 1 steps
-        return max(1, int(min(denoising, 0.999) * p.steps) + 1)
+    if getattr(p, "init_images", None) and denoising is not None:
+        return img2img_executed_steps(p.steps, denoising)
     return max(1, int(p.steps))
 
 
@@ -217,15 +234,6 @@ def _batch_seed(p) -> int:
     seeds = getattr(p, "all_seeds", None) or [getattr(p, "seed", 0)]
     index = int(getattr(p, "iteration", 0)) * int(getattr(p, "batch_size", 1))
     return int(seeds[min(index, len(seeds) - 1)])
-
-
-def _model_name(p) -> str:
-    info = getattr(p.sd_model, "sd_checkpoint_info", None)
-    return str(getattr(info, "name_for_extra", None) or getattr(info, "title", None) or "")
-
-
-def _is_v_768(p) -> bool:
-    return bool(getattr(p.sd_model, "is_sd2", False)) and getattr(p.sd_model, "parameterization", "") == "v"
 
 
 def on_model_loaded(sd_model) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import infotext
 from .script_args import AGGRESSIVE, APPLY_TO, DEFAULTS, NAMES, ODD_WINDOWS, PRESETS
+from .webui_readout import Readout
 
 LABELS = {
     "enabled": "HiDiffusion",
@@ -35,8 +36,25 @@ HELP = {
 AUTO_TEXT = (
     "**Auto** follows the reference: SD1/SD2 below 2048 px T1 0.4; at 2048 px and up T1 0.7 with T2 0.3. "
     "SDXL below 4096 px T1 0.4 with the aggressive phase; at 4096 px T1 0.7, T2 0.3. Turbo T1 0.5. "
-    "The resolved schedule of each pass is printed in the console."
+    "The console prints the schedule each pass really ran."
 )
+
+
+READOUT_HINT = "The resolved schedule for this tab's size and steps appears here once a model is loaded."
+
+
+def readout_of(script, is_img2img: bool) -> Readout:
+    """The tab's live readout, created by whichever comes first: ui() or a captured size/steps slider."""
+    readout = getattr(script, "_hidiffusion_readout", None)
+    if readout is None:
+        readout = script._hidiffusion_readout = Readout(is_img2img)
+    return readout
+
+
+def capture(script, component, kwargs: dict) -> None:
+    """Script.after_component: remember the tab's size, steps and hires controls for the readout."""
+    elem_id = kwargs.get("elem_id") or getattr(component, "elem_id", None)
+    readout_of(script, bool(getattr(script, "is_img2img", False))).capture(component, elem_id)
 
 
 def option_key(name: str) -> str:
@@ -64,8 +82,11 @@ def build(script, is_img2img: bool) -> list:
     def eid(name):
         return script.elem_id(name)
 
+    readout = readout_of(script, is_img2img)
+    readout.start(value(name) for name in NAMES)
     with InputAccordion(value("enabled"), label=LABELS["enabled"], elem_id=eid("enabled")) as enabled:
         gr.Markdown(AUTO_TEXT, elem_id=eid("auto_text"))
+        resolved = gr.Markdown(readout.initial_text(READOUT_HINT), elem_id=eid("resolved"))
         with gr.Row():
             raunet = gr.Checkbox(value=value("raunet"), label=LABELS["raunet"], elem_id=eid("raunet"))
             mswmsa = gr.Checkbox(value=value("mswmsa"), label=LABELS["mswmsa"], elem_id=eid("mswmsa"))
@@ -82,6 +103,7 @@ def build(script, is_img2img: bool) -> list:
                            elem_id=eid("odd_windows"))
     controls = [enabled, raunet, mswmsa, preset, t1, t2, aggressive, apply_to, odd]
     assert len(controls) == len(NAMES)
+    readout.attach(resolved, controls)
     # A callable per key: a paste without the key resets the control (the accordion turns off).
     script.infotext_fields = [(c, _paste(name)) for c, name in zip(controls, NAMES)]
     script.paste_field_names = list(infotext.KEYS.values())

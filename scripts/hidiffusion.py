@@ -25,6 +25,9 @@ class HiDiffusionScript(scripts.Script):
     def ui(self, is_img2img):
         return webui_ui.build(self, is_img2img)
 
+    def after_component(self, component, **kwargs):
+        webui_ui.capture(self, component, kwargs)
+
     def before_process(self, p, *args):
         webui_session.cleanup(p)
 

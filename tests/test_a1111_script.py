@@ -59,6 +59,7 @@ def test_txt2img_patches_each_pass_and_undoes_it(unet, script):
     assert untouched(unet)
     assert on.infotext["HiDiffusion"] is True and on.infotext["HiDiffusion RAU-Net"] is True
     assert "HiDiffusion T1" not in on.infotext  # defaults are not written
+    assert "HiDiffusion note" not in on.infotext  # both parts ran
     record = gen.passes[(0, False)]
     assert record.patch.stats.rad_forwards == 1 and record.patch.stats.forwards == 4  # SD1 small class: T1 0.4 of 4
     assert not torch.equal(on.images[0], off.images[0])
@@ -80,7 +81,19 @@ def test_hires_fix_apply_to(unet, script, apply_to, first, hires):
     if hires:  # auto: 512 px is SD1's native size, so RAU-Net stays off there too
         assert hires_rec.latent_hw == (64, 64)
         assert hires_rec.patch.stats.rad_forwards == (0 if apply_to == "auto" else 1)
+    if apply_to == "auto":  # the infotext says what really ran
+        assert processed.infotext["HiDiffusion note"] == (
+            "RAU-Net ran on no step (auto: no pass above 1.5x the model's native area)")
+    else:
+        assert "HiDiffusion note" not in processed.infotext
     assert untouched(unet)
+
+
+def test_raunet_with_no_scheduled_step_is_noted(unet, script):
+    p, _ = image(unet, script, args(), steps=2)  # SD1 small class: int(2 * 0.4) = 0 RAD steps, as in the reference
+    infotext = p.extra_generation_params
+    assert infotext["HiDiffusion RAU-Net"] is True  # the setting, so that a paste at more steps gets RAU-Net
+    assert infotext["HiDiffusion note"] == "RAU-Net ran on no step (RAD steps none, pooling steps none of 2)"
 
 
 def test_auto_uses_raunet_above_native_area(unet, script):

@@ -39,6 +39,43 @@ def test_bad_values_name_the_field_and_the_allowed_values(bad, field, allowed):
     assert error.value.status_code == 422 and error.value.detail == str(error.value)
 
 
+def test_bad_value_is_a_quiet_422_in_the_webui_api():
+    """The error handling of A1111 1.10's modules/api/api.py (Forge's is the same): a 422 with our detail, and
+    an HTTPException, for which it prints no console traceback."""
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.responses import JSONResponse
+    from fastapi.testclient import TestClient
+
+    app, tracebacks = FastAPI(), []
+
+    def handle_exception(request: Request, e: Exception):
+        err = {"error": type(e).__name__, "detail": vars(e).get("detail", ""), "body": vars(e).get("body", ""),
+               "errors": str(e)}
+        if not isinstance(e, HTTPException):  # api.py prints a traceback for everything else
+            tracebacks.append(err)
+        return JSONResponse(status_code=vars(e).get("status_code", 500), content=jsonable_encoder(err))
+
+    @app.middleware("http")
+    async def exception_handling(request, call_next):
+        try:
+            return await call_next(request)
+        except Exception as e:
+            return handle_exception(request, e)
+
+    app.add_exception_handler(HTTPException, handle_exception)
+
+    @app.post("/sdapi/v1/txt2img")
+    def txt2img(payload: dict):
+        parse(payload["alwayson_scripts"]["HiDiffusion"]["args"])
+        return {}
+
+    response = TestClient(app).post("/sdapi/v1/txt2img",
+                                    json={"alwayson_scripts": {"HiDiffusion": {"args": [{"t1": 7}]}}})
+    assert response.status_code == 422 and "t1 must be from 0 to 1" in response.json()["detail"]
+    assert tracebacks == []
+
+
 def test_bad_api_value_fails_the_request_and_patches_nothing(ldm_unet):
     module = fake_webui.load_script_module()
     unet = ldm_unet("sd1")
@@ -111,3 +148,46 @@ def test_xyz_axes_register_once_and_drive_the_cell():
     a = arguments(p, [False] + [DEFAULTS[n] for n in NAMES[1:]])
     assert a.enabled and a.t1 == 0.6
     assert not xyz_axes.register([])
+
+
+def _change_handler(blocks, component, output):
+    """The fn gradio 3.41 runs for ``component.change`` with ``output`` as its output."""
+    for dependency, block_fn in zip(blocks.dependencies, blocks.fns):
+        if (dependency["targets"], dependency["trigger"], dependency["outputs"]) == ([component._id], "change", [output._id]):
+            return block_fn.fn
+    raise AssertionError(f"no change handler on {component.elem_id}")
+
+
+def test_resolved_schedule_follows_the_tab_and_the_model(ldm_unet):
+    gr = pytest.importorskip("gradio")
+    module = fake_webui.load_script_module()
+    from modules import sd_models
+
+    script = module.HiDiffusionScript()
+    sd_models.model_data.sd_model = None
+    try:
+        with gr.Blocks() as blocks:
+            width = gr.Slider(value=512, elem_id="txt2img_width")
+            script.after_component(width, elem_id="txt2img_width")
+            hr = gr.Checkbox(value=False, elem_id="txt2img_hr")
+            script.after_component(hr, elem_id="txt2img_hr")
+            controls = script.ui(False)
+            steps = gr.Slider(value=20, elem_id="txt2img_steps")  # built after the accordion: wired late
+            script.after_component(steps, elem_id="txt2img_steps")
+        readout = script._hidiffusion_readout
+        assert readout.markdown.value.startswith("The resolved schedule")  # no model loaded yet
+        sd_models.model_data.sd_model = SimpleNamespace(model=SimpleNamespace(diffusion_model=ldm_unet("sd1")))
+        on_width = _change_handler(blocks, width, readout.markdown)
+        assert "first pass 1024x512, 20 steps: RAU-Net sd15 small: T1 0.4, T2 0; RAD steps 0-7" in on_width(1024)
+        text = _change_handler(blocks, steps, readout.markdown)(10)
+        assert "(HiDiffusion is off)" in text and "RAD steps 0-3, pooling steps none of 10; MSW-MSA on" in text
+        assert "hires pass 2048x1024, 10 steps" in _change_handler(blocks, hr, readout.markdown)(True)
+        assert "first pass 1024x512" in _change_handler(blocks, controls[0], readout.markdown)(True)
+        assert "T1 0.7" in _change_handler(blocks, controls[4], readout.markdown)("0.7")
+        assert "t1 must be from 0 to 1" in _change_handler(blocks, controls[4], readout.markdown)("7")
+        _change_handler(blocks, controls[4], readout.markdown)("")
+        first, hires = _change_handler(blocks, width, readout.markdown)(512).split("\n")[1:]
+        assert "first pass 512x512" in first and "RAU-Net off (auto: not above" in first
+        assert "hires pass 1024x1024" in hires and "RAD steps 0-3" in hires
+    finally:
+        sd_models.model_data.sd_model = None

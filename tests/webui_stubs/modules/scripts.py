@@ -33,6 +33,8 @@ class Script:
         return True
 
     def setup(self, p, *args): pass
+    def before_component(self, component, **kwargs): pass
+    def after_component(self, component, **kwargs): pass  # kwargs: the component's constructor kwargs
     def before_process(self, p, *args): pass
     def process(self, p, *args): pass
     def process_batch(self, p, *args, **kwargs): pass

@@ -1,0 +1,112 @@
+"""The live "resolved schedule" line under the controls: it follows the tab's size, steps and hires fields.
+
+The tab's sliders may be built before or after the accordion (users can reorder the UI), so each one is
+wired when both it and the readout exist. Display only: any failure here is logged and never breaks the UI.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from . import host_model
+from .plan_preview import TabValues, preview
+from .script_args import NAMES, HiDiffusionArgumentError, parse
+
+log = logging.getLogger("hidiffusion")
+
+# elem_id after "txt2img_"/"img2img_" -> TabValues field. txt2img_denoising_strength is the hires one: the
+# hires pass runs its full hires steps (A1111 passes steps explicitly), so it does not change the count.
+TAB_FIELDS = {
+    "txt2img": {"width": "width", "height": "height", "steps": "steps", "hr": "hires", "hr_scale": "hr_scale",
+                "hr_resize_x": "hr_resize_x", "hr_resize_y": "hr_resize_y", "hires_steps": "hr_steps"},
+    "img2img": {"width": "width", "height": "height", "steps": "steps", "denoising_strength": "denoising"},
+}
+
+
+def loaded_model():
+    """The loaded model without triggering a load (``shared.sd_model`` would load one on first access)."""
+    try:
+        from modules import sd_models
+
+        return host_model.loaded_model(getattr(sd_models.model_data, "sd_model", None))
+    except Exception:
+        return None
+
+
+class Readout:
+    """One per tab's Script instance: the Markdown component and the values it last saw."""
+
+    def __init__(self, is_img2img: bool, model_source=loaded_model):
+        self.tab = "img2img" if is_img2img else "txt2img"
+        self.values = TabValues(denoising=0.75 if is_img2img else None)
+        self.controls = [None] * len(NAMES)
+        self.markdown = None
+        self.sources = []  # (component, TabValues field), captured from after_component
+        self._model_source = model_source
+
+    def capture(self, component, elem_id) -> None:
+        prefix = self.tab + "_"
+        if not isinstance(elem_id, str) or not elem_id.startswith(prefix):
+            return
+        field = TAB_FIELDS[self.tab].get(elem_id[len(prefix):])
+        if field is None:
+            return
+        self._remember(field, getattr(component, "value", None))
+        self.sources.append((component, field))
+        if self.markdown is not None:
+            self._wire(component, field)
+
+    def start(self, control_values) -> None:
+        """ui() is about to build the controls with these values (ignored once the tab's readout exists)."""
+        if self.markdown is None:
+            self.controls = list(control_values)
+
+    def attach(self, markdown, controls) -> None:
+        """Called by ui() once our controls exist. A second ui() call (the API's, for default arguments, in
+        a Blocks that is never shown) leaves the tab's readout as it is."""
+        if self.markdown is not None:
+            return
+        self.markdown = markdown
+        self.controls = [getattr(c, "value", None) for c in controls]
+        for index, control in enumerate(controls):
+            self._wire(control, index)
+        for component, field in self.sources:
+            self._wire(component, field)
+
+    def initial_text(self, fallback: str) -> str:
+        """At UI build time the model may still be loading: then the rules until the first change."""
+        return self.text() if self._model_source() is not None else fallback
+
+    def text(self) -> str:
+        try:
+            args = parse([{name: _ui_value(v) for name, v in zip(NAMES, self.controls) if v is not None}])
+        except HiDiffusionArgumentError as error:
+            return f"Resolved schedule: {error}"
+        return preview(args, self._model_source(), self.values)
+
+    def update(self, key, value) -> str:
+        """One control or tab field changed: remember it and return the new text."""
+        if isinstance(key, int):
+            self.controls[key] = value
+        else:
+            self._remember(key, value)
+        return self.text()
+
+    def _remember(self, field: str, value) -> None:
+        if value is None:
+            return
+        try:
+            setattr(self.values, field, bool(value) if field == "hires" else float(value))
+        except (TypeError, ValueError):
+            pass
+
+    def _wire(self, component, key) -> None:
+        try:
+            component.change(fn=lambda value, key=key: self.update(key, value), inputs=[component],
+                             outputs=[self.markdown], show_progress="hidden")
+        except Exception as error:  # a component without .change, or a Blocks that is gone
+            log.debug("HiDiffusion: readout not wired to %r: %s", component, error)
+
+
+def _ui_value(value):
+    return None if value == "" else value
