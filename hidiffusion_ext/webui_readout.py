@@ -14,10 +14,11 @@ from .script_args import NAMES, HiDiffusionArgumentError, parse
 
 log = logging.getLogger("hidiffusion")
 
-# elem_id after "txt2img_"/"img2img_" -> TabValues field. txt2img_denoising_strength is the hires one: the
-# hires pass runs its full hires steps (A1111 passes steps explicitly), so it does not change the count.
+# elem_id after "txt2img_"/"img2img_" -> TabValues field. Hires fix is an InputAccordion, whose checkbox is
+# "txt2img_hr-checkbox". txt2img_denoising_strength is the hires one: the hires pass runs its full hires
+# steps (A1111 passes them explicitly), so it does not change the count.
 TAB_FIELDS = {
-    "txt2img": {"width": "width", "height": "height", "steps": "steps", "hr": "hires", "hr_scale": "hr_scale",
+    "txt2img": {"width": "width", "height": "height", "steps": "steps", "hr-checkbox": "hires", "hr_scale": "hr_scale",
                 "hr_resize_x": "hr_resize_x", "hr_resize_y": "hr_resize_y", "hires_steps": "hr_steps"},
     "img2img": {"width": "width", "height": "height", "steps": "steps", "denoising_strength": "denoising"},
 }
@@ -38,11 +39,24 @@ class Readout:
 
     def __init__(self, is_img2img: bool, model_source=loaded_model):
         self.tab = "img2img" if is_img2img else "txt2img"
-        self.values = TabValues(denoising=0.75 if is_img2img else None)
+        self.values = self._fresh_values()
         self.controls = [None] * len(NAMES)
         self.markdown = None
         self.sources = []  # (component, TabValues field), captured from after_component
+        self._built_values = {}  # field -> value the component was built with (what a reloaded page shows)
+        self._built_controls = list(self.controls)
         self._model_source = model_source
+
+    def _fresh_values(self) -> TabValues:
+        return TabValues(denoising=0.75 if self.tab == "img2img" else None)
+
+    def on_page_load(self, fallback: str) -> str:
+        """A (re)loaded page shows every control as built: start again from those values."""
+        self.values = self._fresh_values()
+        for field, value in self._built_values.items():
+            self._remember(field, value)
+        self.controls = list(self._built_controls)
+        return self.initial_text(fallback)
 
     def capture(self, component, elem_id) -> None:
         prefix = self.tab + "_"
@@ -51,15 +65,21 @@ class Readout:
         field = TAB_FIELDS[self.tab].get(elem_id[len(prefix):])
         if field is None:
             return
-        self._remember(field, getattr(component, "value", None))
+        self._built_values[field] = getattr(component, "value", None)
+        self._remember(field, self._built_values[field])
         self.sources.append((component, field))
         if self.markdown is not None:
             self._wire(component, field)
+
+    @property
+    def attached(self) -> bool:
+        return self.markdown is not None
 
     def start(self, control_values) -> None:
         """ui() is about to build the controls with these values (ignored once the tab's readout exists)."""
         if self.markdown is None:
             self.controls = list(control_values)
+            self._built_controls = list(self.controls)
 
     def attach(self, markdown, controls) -> None:
         """Called by ui() once our controls exist. A second ui() call (the API's, for default arguments, in
@@ -67,7 +87,6 @@ class Readout:
         if self.markdown is not None:
             return
         self.markdown = markdown
-        self.controls = [getattr(c, "value", None) for c in controls]
         for index, control in enumerate(controls):
             self._wire(control, index)
         for component, field in self.sources:

@@ -86,7 +86,10 @@ def build(script, is_img2img: bool) -> list:
     readout.start(value(name) for name in NAMES)
     with InputAccordion(value("enabled"), label=LABELS["enabled"], elem_id=eid("enabled")) as enabled:
         gr.Markdown(AUTO_TEXT, elem_id=eid("auto_text"))
-        resolved = gr.Markdown(readout.initial_text(READOUT_HINT), elem_id=eid("resolved"))
+        # A callable value is re-run on every page load (Gradio 3 and 4), after the model has loaded. A second
+        # ui() call (the API's, for default arguments) must not reset the tab's readout: plain text there.
+        initial = READOUT_HINT if readout.attached else (lambda: readout.on_page_load(READOUT_HINT))
+        resolved = gr.Markdown(initial, elem_id=eid("resolved"))
         with gr.Row():
             raunet = gr.Checkbox(value=value("raunet"), label=LABELS["raunet"], elem_id=eid("raunet"))
             mswmsa = gr.Checkbox(value=value("mswmsa"), label=LABELS["mswmsa"], elem_id=eid("mswmsa"))

@@ -162,6 +162,7 @@ def test_resolved_schedule_follows_the_tab_and_the_model(ldm_unet):
     gr = pytest.importorskip("gradio")
     module = fake_webui.load_script_module()
     from modules import sd_models
+    from modules.ui_components import InputAccordion
 
     script = module.HiDiffusionScript()
     sd_models.model_data.sd_model = None
@@ -169,8 +170,9 @@ def test_resolved_schedule_follows_the_tab_and_the_model(ldm_unet):
         with gr.Blocks() as blocks:
             width = gr.Slider(value=512, elem_id="txt2img_width")
             script.after_component(width, elem_id="txt2img_width")
-            hr = gr.Checkbox(value=False, elem_id="txt2img_hr")
-            script.after_component(hr, elem_id="txt2img_hr")
+            with InputAccordion(False, label="Hires. fix", elem_id="txt2img_hr") as hr:
+                pass
+            script.after_component(hr, elem_id=hr.elem_id)  # the hook sees the checkbox's own kwargs
             controls = script.ui(False)
             steps = gr.Slider(value=20, elem_id="txt2img_steps")  # built after the accordion: wired late
             script.after_component(steps, elem_id="txt2img_steps")
@@ -189,5 +191,14 @@ def test_resolved_schedule_follows_the_tab_and_the_model(ldm_unet):
         first, hires = _change_handler(blocks, width, readout.markdown)(512).split("\n")[1:]
         assert "first pass 512x512" in first and "RAU-Net off (auto: not above" in first
         assert "hires pass 1024x1024" in hires and "RAD steps 0-3" in hires
+        on_load = next(fn.fn for d, fn in zip(blocks.dependencies, blocks.fns)
+                       if d["trigger"] == "load" and d["outputs"] == [readout.markdown._id])
+        assert on_load().splitlines() == [  # a reloaded page shows the controls as built: the text follows
+            "**Resolved for SD1/SD2** (HiDiffusion is off)",
+            "- first pass 512x512, 20 steps: RAU-Net off (auto: not above 1.5x the native area); MSW-MSA on"]
+        _change_handler(blocks, steps, readout.markdown)(12)
+        with gr.Blocks():
+            script.ui(False)  # the API's second call leaves the tab's readout alone
+        assert script._hidiffusion_readout is readout and "12 steps" in readout.text()
     finally:
         sd_models.model_data.sd_model = None
