@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 from .plan_preview import LoadedModel
-from .unet_map import UnsupportedModelError, inspect_unet
+from .unet_map import inspect_unet
 
 
 def forge_objects(sd_model):
@@ -30,11 +30,11 @@ def is_v_768(sd_model) -> bool:
 
 
 def loaded_model(sd_model) -> Optional[LoadedModel]:
-    """The model as the resolved-schedule preview needs it; None when nothing usable is loaded."""
+    """The model as the resolved-schedule preview needs it; None when none is loaded.
+
+    Raises UnsupportedModelError for a model HiDiffusion does not apply to (Flux, SD3, the SDXL refiner).
+    """
     unet = diffusion_model(sd_model) if sd_model is not None else None
     if unet is None:
         return None
-    try:
-        return LoadedModel(inspect_unet(unet), model_name(sd_model), is_v_768(sd_model))
-    except UnsupportedModelError:
-        return None
+    return LoadedModel(inspect_unet(unet), model_name(sd_model), is_v_768(sd_model))

@@ -66,7 +66,7 @@ def passes(tab: TabValues) -> List[Tuple[str, int, int, int, bool]]:
 def preview(args: ScriptArgs, model: Optional[LoadedModel], tab: TabValues) -> str:
     """Markdown: the family, then per pass what RAU-Net and MSW-MSA will do."""
     if model is None:
-        return "Resolved schedule: no SD1/SD2/SDXL U-Net is loaded."
+        return "Resolved schedule: no model is loaded yet (Forge loads it at the first Generate)."
     try:
         family = detect_family(model.unet_map, args.settings().family, model.name)
     except UnsupportedModelError as error:

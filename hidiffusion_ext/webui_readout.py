@@ -11,6 +11,7 @@ import logging
 from . import host_model
 from .plan_preview import TabValues, preview
 from .script_args import NAMES, HiDiffusionArgumentError, parse
+from .unet_map import UnsupportedModelError
 
 log = logging.getLogger("hidiffusion")
 
@@ -25,13 +26,15 @@ TAB_FIELDS = {
 
 
 def loaded_model():
-    """The loaded model without triggering a load (``shared.sd_model`` would load one on first access)."""
+    """The loaded model without triggering a load (``shared.sd_model`` would load one on first access).
+
+    Raises UnsupportedModelError for a model HiDiffusion does not apply to.
+    """
     try:
         from modules import sd_models
-
-        return host_model.loaded_model(getattr(sd_models.model_data, "sd_model", None))
-    except Exception:
+    except ImportError:
         return None
+    return host_model.loaded_model(getattr(sd_models.model_data, "sd_model", None))
 
 
 class Readout:
@@ -93,15 +96,22 @@ class Readout:
             self._wire(component, field)
 
     def initial_text(self, fallback: str) -> str:
-        """At UI build time the model may still be loading: then the rules until the first change."""
-        return self.text() if self._model_source() is not None else fallback
+        """At UI build time the model may still be loading: then the hint until the first change."""
+        try:
+            loaded = self._model_source() is not None
+        except Exception:
+            loaded = True  # text() explains
+        return self.text() if loaded else fallback
 
     def text(self) -> str:
         try:
             args = parse([{name: _ui_value(v) for name, v in zip(NAMES, self.controls) if v is not None}])
-        except HiDiffusionArgumentError as error:
+            return preview(args, self._model_source(), self.values)
+        except (HiDiffusionArgumentError, UnsupportedModelError) as error:
             return f"Resolved schedule: {error}"
-        return preview(args, self._model_source(), self.values)
+        except Exception as error:  # display only: never an error popup for a slider move
+            log.debug("HiDiffusion: readout failed: %s", error)
+            return "Resolved schedule: not available for this model."
 
     def update(self, key, value) -> str:
         """One control or tab field changed: remember it and return the new text."""

@@ -30,6 +30,6 @@ def test_preview_per_family(ldm_unet):
     assert "RAU-Net sdxl_turbo any: T1 0.5" in preview(ScriptArgs(), turbo, TabValues(width=1024, height=1024, steps=4))
     wrong = preview(ScriptArgs(preset="SDXL"), LoadedModel(inspect_unet(ldm_unet("sd1"))), TabValues())
     assert wrong.startswith("Resolved schedule: family 'sdxl' does not fit this U-Net")
-    assert preview(ScriptArgs(), None, TabValues()) == "Resolved schedule: no SD1/SD2/SDXL U-Net is loaded."
+    assert preview(ScriptArgs(), None, TabValues()).startswith("Resolved schedule: no model is loaded yet")
     untouched = preview(ScriptArgs(apply_to="hires pass"), sdxl, TabValues())
     assert "first pass 512x512: untouched (apply to: hires pass)" in untouched

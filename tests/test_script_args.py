@@ -200,5 +200,7 @@ def test_resolved_schedule_follows_the_tab_and_the_model(ldm_unet):
         with gr.Blocks():
             script.ui(False)  # the API's second call leaves the tab's readout alone
         assert script._hidiffusion_readout is readout and "12 steps" in readout.text()
+        sd_models.model_data.sd_model = SimpleNamespace(model=SimpleNamespace(diffusion_model=ldm_unet("refiner")))
+        assert "looks like the SDXL refiner" in _change_handler(blocks, width, readout.markdown)(1024)
     finally:
         sd_models.model_data.sd_model = None
