@@ -59,7 +59,16 @@ def test_sd1_large_class_real_size_parity(pair):
     einsum attention would materialise 16384^2 scores per head and window, over the 24 GiB a CI machine has.
     """
     with sdp_attention():
-        _check(pair, "sd1", (256, 256), "both", batch=1)
+        result = _check(pair, "sd1", (256, 256), "both", batch=1)
+        unet, _, params = pair("sd1")
+        _, context, timesteps = make_inputs(params, (256, 256), STEPS, batch=1)
+        with torch.no_grad():
+            plain = unet(result.inputs[0], timesteps[:1], context=context)
+    # With SDP on both sides ldm and diffusers compute bit-identically (unpatched too), so the error here is 0;
+    # these guards make sure both sides really ran the large class (RAD 0-6, pooling 0-2 of 10) and changed it.
+    stats = result.stats
+    assert (stats.rad_forwards, stats.pool_forwards, stats.windowed_calls) == (7, 3, 10 * 5)
+    assert ((result.outputs[0] - plain).abs().max() / plain.abs().max()).item() > 100 * TOLERANCE
 
 
 def test_patch_really_changes_the_output(pair):

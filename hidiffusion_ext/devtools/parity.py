@@ -19,6 +19,9 @@ from ..unet_patch import apply_hidiffusion
 @dataclass
 class ParityResult:
     rel_errors: List[float]  # per step: max |ours - reference| / max |reference|
+    stats: object = None  # our PassStats: what the patch really did
+    inputs: Optional[list] = None  # the per-step inputs both saw (the reference's trajectory)
+    outputs: Optional[list] = None  # our per-step outputs
 
     @property
     def worst(self) -> float:
@@ -74,6 +77,7 @@ def run_reference(twin, x, context, timesteps, raunet: bool, mswmsa: bool, rng_s
 
 
 def run_ours(unet, inputs, context, timesteps, settings: HiDiffusionSettings, rng_seed: int, model_name: str = ""):
+    """Our outputs on the reference's inputs, and the PassStats of the patch."""
     outputs = []
     torch.manual_seed(rng_seed)
     with torch.no_grad(), apply_hidiffusion(unet, settings, steps=len(timesteps), shift_rng="global",
@@ -81,13 +85,13 @@ def run_ours(unet, inputs, context, timesteps, settings: HiDiffusionSettings, rn
         for i, (x, t) in enumerate(zip(inputs, timesteps)):
             handle.set_step(i)
             outputs.append(unet(x, t.expand(x.shape[0]), context=context))
-    return outputs
+    return outputs, handle.stats
 
 
 def compare(unet, twin, params, latent_hw, steps: int, settings: HiDiffusionSettings, model_name: str = "",
             rng_seed: int = 1234, batch: int = 2) -> ParityResult:
     x, context, timesteps = make_inputs(params, latent_hw, steps, batch=batch)
     inputs, ref_out = run_reference(twin, x, context, timesteps, settings.raunet, settings.mswmsa, rng_seed)
-    ours = run_ours(unet, inputs, context, timesteps, settings, rng_seed, model_name)
+    ours, stats = run_ours(unet, inputs, context, timesteps, settings, rng_seed, model_name)
     errors = [((a - b).abs().max() / b.abs().max()).item() for a, b in zip(ours, ref_out)]
-    return ParityResult(errors)
+    return ParityResult(errors, stats, inputs, ours)
