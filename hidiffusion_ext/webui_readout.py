@@ -14,6 +14,7 @@ from .script_args import NAMES, HiDiffusionArgumentError, parse
 from .unet_map import UnsupportedModelError
 
 log = logging.getLogger("hidiffusion")
+_UNREAD = object()  # Readout.text(): the model was not read by the caller
 
 # elem_id after "txt2img_"/"img2img_" -> TabValues field. Hires fix is an InputAccordion, whose checkbox is
 # "txt2img_hr-checkbox". txt2img_denoising_strength is the hires one: the hires pass runs its full hires
@@ -71,7 +72,7 @@ class Readout:
         self._built_values[field] = getattr(component, "value", None)
         self._remember(field, self._built_values[field])
         self.sources.append((component, field))
-        if self.markdown is not None:
+        if self.attached:
             self._wire(component, field)
 
     @property
@@ -80,14 +81,14 @@ class Readout:
 
     def start(self, control_values) -> None:
         """ui() is about to build the controls with these values (ignored once the tab's readout exists)."""
-        if self.markdown is None:
+        if not self.attached:
             self.controls = list(control_values)
             self._built_controls = list(self.controls)
 
     def attach(self, markdown, controls) -> None:
         """Called by ui() once our controls exist. A second ui() call (the API's, for default arguments, in
         a Blocks that is never shown) leaves the tab's readout as it is."""
-        if self.markdown is not None:
+        if self.attached:
             return
         self.markdown = markdown
         for index, control in enumerate(controls):
@@ -98,15 +99,16 @@ class Readout:
     def initial_text(self, fallback: str) -> str:
         """At UI build time the model may still be loading: then the hint until the first change."""
         try:
-            loaded = self._model_source() is not None
+            model = self._model_source()
         except Exception:
-            loaded = True  # text() explains
-        return self.text() if loaded else fallback
+            return self.text()  # text() explains
+        return self.text(model) if model is not None else fallback
 
-    def text(self) -> str:
+    def text(self, model=_UNREAD) -> str:
+        """The line for the current values; ``model`` when the caller has already read it."""
         try:
             args = parse([{name: _ui_value(v) for name, v in zip(NAMES, self.controls) if v is not None}])
-            return preview(args, self._model_source(), self.values)
+            return preview(args, self._model_source() if model is _UNREAD else model, self.values)
         except (HiDiffusionArgumentError, UnsupportedModelError) as error:
             return f"Resolved schedule: {error}"
         except Exception as error:  # display only: never an error popup for a slider move

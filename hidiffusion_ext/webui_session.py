@@ -65,8 +65,9 @@ class Generation:
         latent_hw = (int(latent_hw[0]), int(latent_hw[1]))
         forge = host_model.forge_objects(p.sd_model)
         name = host_model.model_name(p.sd_model)
+        unet = host_model.diffusion_model(p.sd_model)
         try:
-            unet_map = inspect_unet(host_model.diffusion_model(p.sd_model))
+            unet_map = inspect_unet(unet)
             family = detect_family(unet_map, self.args.settings().family, name)
         except UnsupportedModelError as error:
             reason = forge_unsupported_reason(forge.unet) if forge else None
@@ -83,8 +84,7 @@ class Generation:
             patch = patch_forge_unet(forge.unet, settings, steps=steps, seed=seed, model_name=name)
             forge.unet = patch.patcher  # the clone is the undo (Forge resets forge_objects every pass)
         else:
-            patch = apply_hidiffusion(p.sd_model.model.diffusion_model, settings, steps=steps, seed=seed,
-                                      model_name=name)
+            patch = apply_hidiffusion(unet, settings, steps=steps, seed=seed, model_name=name)
         self.current = self.passes[key] = PassRecord(key, "hires pass" if hires else "first pass", latent_hw, patch)
 
     def on_denoiser_call(self, params) -> None:
