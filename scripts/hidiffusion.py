@@ -8,13 +8,13 @@ end of p.sample removes the patch and writes the PNG info; postprocess is a seco
 
 from modules import script_callbacks, scripts
 
-from hidiffusion_ext import script_logic, webui_session, webui_ui, xyz_axes
+from hidiffusion_ext.webui import script_hooks, session, ui, xyz_axes
 
 HAS_PER_PASS_HOOK = hasattr(scripts.Script, "process_before_every_sampling")
 
 
 class HiDiffusionScript(scripts.Script):
-    sorting_priority = 15  # Forge: order among always-on scripts
+    sorting_priority = 15  # where the accordion sits among always-on scripts (Forge runs them in load order)
 
     def title(self):
         return "HiDiffusion"
@@ -23,34 +23,34 @@ class HiDiffusionScript(scripts.Script):
         return scripts.AlwaysVisible
 
     def ui(self, is_img2img):
-        return webui_ui.build(self, is_img2img)
+        return ui.build(self, is_img2img)
 
     def after_component(self, component, **kwargs):
-        webui_ui.capture(self, component, kwargs)
+        ui.capture(self, component, kwargs)
 
     def before_process(self, p, *args):
-        webui_session.cleanup(p)
+        session.cleanup(p)
 
     def process(self, p, *args):
-        script_logic.start(p, args)
+        script_hooks.start(p, args)
 
     def process_before_every_sampling(self, p, *args, **kwargs):
-        script_logic.patch_pass(p, kwargs["x"].shape[-2:])
+        script_hooks.patch_pass(p, kwargs["x"].shape[-2:])
 
     def process_batch(self, p, *args, **kwargs):
         if not HAS_PER_PASS_HOOK:
-            script_logic.patch_pass(p, script_logic.first_pass_latent(p))
+            script_hooks.patch_pass(p, script_hooks.first_pass_latent(p))
 
     def before_hr(self, p, *args):
         if not HAS_PER_PASS_HOOK:
-            script_logic.patch_pass(p, script_logic.hires_latent(p))
+            script_hooks.patch_pass(p, script_hooks.hires_latent(p))
 
     def postprocess(self, p, processed, *args):
-        webui_session.finish(p)
+        session.finish(p)
 
 
-script_callbacks.on_cfg_denoiser(webui_session.on_cfg_denoiser)
-script_callbacks.on_model_loaded(webui_session.on_model_loaded)
-script_callbacks.on_script_unloaded(webui_session.cleanup)
-script_callbacks.on_ui_settings(webui_ui.register_settings)
+script_callbacks.on_cfg_denoiser(session.on_cfg_denoiser)
+script_callbacks.on_model_loaded(session.on_model_loaded)
+script_callbacks.on_script_unloaded(session.cleanup)
+script_callbacks.on_ui_settings(ui.register_settings)
 script_callbacks.on_before_ui(lambda: xyz_axes.register(scripts.scripts_data))

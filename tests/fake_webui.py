@@ -1,7 +1,7 @@
 """A miniature of A1111 1.10.1's processing loop around the REAL ldm U-Net, for driving the real Script.
 
 Call order and exception handling follow modules/processing.py, scripts.py, sd_samplers_common.py and
-sd_samplers_cfg_denoiser.py as documented in shared/docs/webui-hosts.md (A1.2, A1.3, A5.5): hooks swallow
+sd_samplers_cfg_denoiser.py (docs/design.md §11 gives the order with line references): hooks swallow
 exceptions, a sampling exception propagates (postprocess is skipped), an interrupt returns the last latent.
 """
 
@@ -86,7 +86,7 @@ def make_p(unet, *, width=256, height=256, steps=4, seed=42, batch_size=1, n_ite
 
 
 def _before_every_sampling(p, x):
-    """Forge resets forge_objects before the hook, and calls it twice for the hires pass (webui-hosts.md B2)."""
+    """Forge resets forge_objects before the hook, and calls it twice for the hires pass (design.md §11.3)."""
     calls = 2 if getattr(p, "forge_original", None) is not None and p.is_hr_pass else 1
     for _ in range(calls):
         if getattr(p, "forge_original", None) is not None:
@@ -175,6 +175,11 @@ def load_script_module():
     if STUBS not in sys.path:
         sys.path.insert(0, STUBS)
     from modules import script_callbacks
+
+    try:  # A1111 imports it at start-up; without gradio (never in CI) the UI tests skip themselves
+        import modules.gradio_extensons  # noqa: F401
+    except ImportError:
+        pass
 
     script_callbacks.clear_callbacks()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

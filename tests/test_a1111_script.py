@@ -4,8 +4,9 @@ import fake_webui
 import pytest
 import torch
 
-from hidiffusion_ext import active_handle, webui_session
-from hidiffusion_ext.script_args import NAMES
+from hidiffusion_ext import active_handle
+from hidiffusion_ext.webui import fields
+from hidiffusion_ext.webui import session as webui_session
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def args(**named):
     values = {"enabled": True, "raunet": True, "mswmsa": True, "preset": "Auto", "t1": "", "t2": "",
               "aggressive": "auto", "apply_to": "both", "odd_windows": "bicubic"}
     values.update(named)
-    return [values[n] for n in NAMES]
+    return [values[n] for n in fields.names()]
 
 
 def untouched(unet):

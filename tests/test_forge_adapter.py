@@ -13,8 +13,8 @@ from forge_stub import StubForge, StubUnetPatcher, attention_function, unet_forw
 from torch import nn
 
 from hidiffusion_ext import HiDiffusionSettings, UnsupportedModelError, apply_hidiffusion
-from hidiffusion_ext.forge_downsample import RauDownsample
-from hidiffusion_ext.forge_patch import CONTROLNET, NOT_A_UNET, REFINER, forge_unsupported_reason, patch_forge_unet
+from hidiffusion_ext.forge.downsample import RauDownsample
+from hidiffusion_ext.forge.unet_patch import CONTROLNET, NOT_A_UNET, REFINER, forge_unsupported_reason, patch_forge_unet
 
 TOLERANCE = 1e-5
 STEPS, SEED = 10, 1234
@@ -234,7 +234,7 @@ def test_controlnet_present_at_patch_time_skips_raunet(ldm_unet):
     patcher.controlnet_linked_list = object()
     x, context = _inputs(unet, (32, 32))
     ours, result = _forge_path(patcher, HiDiffusionSettings(), (0, 1), x, context)
-    assert result.skipped_reason == CONTROLNET
+    assert result.notes == [CONTROLNET]
     assert result.stats.rad_forwards == 0 and result.stats.windowed_calls > 0
     _assert_close(ours, _mswmsa_only_reference(unet, (0, 1), x, context), "ControlNet first")
 
@@ -244,7 +244,7 @@ def test_controlnet_added_after_hidiffusion_skips_raunet(ldm_unet):
     unet = ldm_unet("sd1")
     x, context = _inputs(unet, (32, 32))
     result = patch_forge_unet(StubUnetPatcher.around(unet), steps=STEPS, seed=SEED, attention=attention_function)
-    assert result.skipped_reason is None
+    assert result.notes == []
     with_control = result.patcher.clone()
     with_control.controlnet_linked_list = object()
     forge, ours = StubForge(), []
@@ -252,7 +252,7 @@ def test_controlnet_added_after_hidiffusion_skips_raunet(ldm_unet):
         result.set_step(i)
         ours.append(forge.denoise(with_control, x, _timesteps(i), context))
     forge.unload()
-    assert result.skipped_reason == CONTROLNET and result.stats.forwards == 2 and result.stats.rad_forwards == 0
+    assert result.notes == [CONTROLNET] and result.stats.forwards == 2 and result.stats.rad_forwards == 0
     _assert_close(ours, _mswmsa_only_reference(unet, (0, 1), x, context), "ControlNet after")
 
 

@@ -23,8 +23,8 @@ import torch
 
 from hidiffusion_ext import HiDiffusionSettings, UnsupportedModelError, apply_hidiffusion
 from hidiffusion_ext.devtools.models import build_ldm_unet, unet_params
-from hidiffusion_ext.forge_downsample import RauDownsample
-from hidiffusion_ext.forge_patch import REFINER, forge_unsupported_reason, patch_forge_unet
+from hidiffusion_ext.forge.downsample import RauDownsample
+from hidiffusion_ext.forge.unet_patch import REFINER, forge_unsupported_reason, patch_forge_unet
 
 FORGE_DIR = os.environ.get("FORGE_DIR", "")
 pytestmark = pytest.mark.skipif(not os.path.isdir(os.path.join(FORGE_DIR, "backend")),

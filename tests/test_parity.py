@@ -1,4 +1,4 @@
-"""Step-by-step parity with hidiffusion==0.1.10 on the same weights (spec §11): relative error <= 1e-5 in fp32."""
+"""Step-by-step parity with hidiffusion==0.1.10 on the same weights (design.md §14): relative error <= 1e-5 in fp32."""
 
 import pytest
 import torch
@@ -39,7 +39,7 @@ def test_sdxl_inpaint_non_aggressive_parity(pair, combo):
 
 @pytest.mark.parametrize("combo", COMBOS)
 def test_sdxl_large_class_schedule_parity(pair, combo):
-    """SDXL's 4096 px class (T1 0.7 / T2 0.3, not aggressive) emulated at a small size, as the spec does."""
+    """SDXL's 4096 px class (T1 0.7 / T2 0.3, not aggressive) emulated at a small size, as design.md §14 describes."""
     with reference_overrides(ratios={"sdxl_2048": (0.7, 0.3)}, aggressive=False):
         _check(pair, "sdxl", (40, 32), combo, HiDiffusionSettings(t1=0.7, t2=0.3, aggressive="off"))
 

@@ -1,8 +1,9 @@
 """The resolved-schedule text under the controls: same rules as the generation, on the tab's values."""
 
-from hidiffusion_ext.plan_preview import LoadedModel, TabValues, hires_size, passes, preview
-from hidiffusion_ext.script_args import ScriptArgs
-from hidiffusion_ext.unet_map import inspect_unet
+from hidiffusion_ext.core.unet_map import inspect_unet
+from hidiffusion_ext.webui.arguments import ScriptArgs
+from hidiffusion_ext.webui.pass_plan import ModelInfo as LoadedModel
+from hidiffusion_ext.webui.tab_preview import TabValues, hires_size, passes, preview
 
 
 def test_hires_size_as_a1111_computes_it():

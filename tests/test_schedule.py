@@ -1,9 +1,9 @@
-"""The reference's thresholds (spec §4.2 table), resolved from explicit step counts, and the class boundaries."""
+"""The reference's thresholds (design.md §4.2 table), resolved from explicit step counts, and the class boundaries."""
 
 import pytest
 
 from hidiffusion_ext import HiDiffusionSettings
-from hidiffusion_ext.presets import resolve
+from hidiffusion_ext.core.presets import resolve
 
 # N: (SD1 small conv, SD1 large conv/pool, SDXL aggressive conv/pool, SDXL large conv/pool, Turbo pool)
 SPEC_TABLE = {
@@ -43,7 +43,7 @@ def test_small_class_if_either_side_is_below_the_limit():
 
 
 def test_large_sdxl_is_never_stale_aggressive():
-    """Spec §9.3: the reference keeps aggressive mode from an earlier small run; resolving is stateless here."""
+    """design.md §9.3: the reference keeps aggressive mode from an earlier small run; resolving is stateless here."""
     settings = HiDiffusionSettings()
     assert resolve("sdxl", (256, 256), 50, settings).aggressive
     assert not resolve("sdxl", (512, 512), 50, settings).aggressive

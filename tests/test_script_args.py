@@ -5,8 +5,11 @@ from types import SimpleNamespace
 import fake_webui
 import pytest
 
-from hidiffusion_ext import infotext, webui_session, xyz_axes
-from hidiffusion_ext.script_args import DEFAULTS, NAMES, HiDiffusionArgumentError, ScriptArgs, parse
+from hidiffusion_ext.webui import fields, infotext, xyz_axes
+from hidiffusion_ext.webui import session as webui_session
+from hidiffusion_ext.webui.arguments import HiDiffusionArgumentError, ScriptArgs, parse
+
+NAMES, DEFAULTS = fields.names(), fields.defaults()
 
 
 def test_positional_in_ui_order_with_defaults_for_missing_tail():
@@ -137,13 +140,13 @@ def test_xyz_axes_register_once_and_drive_the_cell():
     data = [SimpleNamespace(script_class=type("Script", (), {"__module__": "xyz_grid.py"}), module=xyz)]
     assert xyz_axes.register(data) and xyz_axes.register(data)
     labels = [o.label for o in xyz.axis_options]
-    assert len(labels) == len(set(labels)) == 1 + len(xyz_axes.AXES)
+    assert len(labels) == len(set(labels)) == 1 + len(xyz_axes.axes())
     for wanted in ("Enabled", "RAU-Net", "MSW-MSA", "T1", "T2", "Apply to"):
         assert f"[HiDiffusion] {wanted}" in labels
     p = SimpleNamespace()
     next(o for o in xyz.axis_options if o.label == "[HiDiffusion] T1").apply(p, 0.6, [0.6])
     next(o for o in xyz.axis_options if o.label == "[HiDiffusion] Enabled").apply(p, "True", [])
-    from hidiffusion_ext.script_logic import arguments
+    from hidiffusion_ext.webui.script_hooks import arguments
 
     a = arguments(p, [False] + [DEFAULTS[n] for n in NAMES[1:]])
     assert a.enabled and a.t1 == 0.6

@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-# Names the reference keys its plans on (spec §2).
+# Names the reference keys its plans on (design.md §2).
 REFERENCE_NAMES = {
     "sd1": "runwayml/stable-diffusion-v1-5",
     "sd2": "stabilityai/stable-diffusion-2-1-base",
@@ -73,7 +73,7 @@ def to_diffusers(unet, params: dict, name_or_path: str):
     twin = UNet2DConditionModel(**config)
     twin.load_state_dict(state)
     twin.eval().requires_grad_(False)
-    twin.name_or_path = name_or_path  # the reference reads it to pick its plan (spec §1.1)
+    twin.name_or_path = name_or_path  # the reference reads it to pick its plan (design.md §1.1)
     return twin
 
 

@@ -12,8 +12,8 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from ..settings import HiDiffusionSettings
-from ..unet_patch import apply_hidiffusion
+from ..core.settings import HiDiffusionSettings
+from ..ldm.unet_patch import apply_hidiffusion
 
 
 @dataclass

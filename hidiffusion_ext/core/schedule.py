@@ -1,7 +1,7 @@
-"""When each RAU-Net part is on, as step ranges of the current sampling pass (spec §3, §4.2).
+"""When each RAU-Net part is on, as step ranges of the current sampling pass (design.md §3, §4.2).
 
 Thresholds are ``int(N * ratio)`` exactly as in the reference, but ``i`` is the explicit step index
-of the pass (given by the host), never a count of forward calls (spec §9.1).
+of the pass (given by the host), never a count of forward calls (design.md §9.1).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _span(r: range) -> str:
 
 
 def build_schedule(family: str, steps: int, t1: float, t2: float, aggressive: bool, aggressive_ratio: float) -> RauSchedule:
-    """The reference's role assignment per family (spec §4.2; note the T1/T2 role swap)."""
+    """The reference's role assignment per family (design.md §4.2; note the T1/T2 role swap)."""
     if family == "sd15":
         rad, pool = range(switch_step(steps, t1)), range(switch_step(steps, t2))
     elif family == "sdxl_turbo":

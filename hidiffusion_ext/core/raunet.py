@@ -1,4 +1,4 @@
-"""RAU-Net's tensor operations (spec §4.1): what runs, not where it is hooked."""
+"""RAU-Net's tensor operations (design.md §4.1): what runs, not where it is hooked."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# The resolution-aware downsampler runs the stock 3x3 stride-2 conv with these settings (spec §4.1.1).
+# The resolution-aware downsampler runs the stock 3x3 stride-2 conv with these settings (design.md §4.1.1).
 RAD_STRIDE, RAD_PADDING, RAD_DILATION = (4, 4), (2, 2), (2, 2)
 
 
@@ -42,15 +42,15 @@ def rau_downsample(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 def block_pool(h: torch.Tensor) -> torch.Tensor:
-    """Average-pool a block's output by 2 (ceil mode keeps odd sizes; spec §4.1.2)."""
+    """Average-pool a block's output by 2 (ceil mode keeps odd sizes; design.md §4.1.2)."""
     return F.avg_pool2d(h, kernel_size=(2, 2), ceil_mode=True)
 
 
 def block_restore(h: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    """Bicubic back to the pre-pool size (spec §4.1.3)."""
+    """Bicubic back to the pre-pool size (design.md §4.1.3)."""
     return F.interpolate(h, size=tuple(size), mode="bicubic")
 
 
 def upsample_to(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    """Nearest upsampling to the next skip's size, x4 after a RAD and exact for odd sizes (spec §4.4)."""
+    """Nearest upsampling to the next skip's size, x4 after a RAD and exact for odd sizes (design.md §4.4)."""
     return F.interpolate(x, size=tuple(size), mode="nearest")

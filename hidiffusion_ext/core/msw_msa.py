@@ -1,4 +1,4 @@
-"""MSW-MSA: top-level self-attention in 2x2 shifted windows (spec §5). Pure tensor code."""
+"""MSW-MSA: top-level self-attention in 2x2 shifted windows (design.md §5). Pure tensor code."""
 
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ class WindowGrid:
 
     @property
     def resized(self) -> bool:
-        """Odd grids are bicubic-resized to an even one (spec §5 step 3)."""
+        """Odd grids are bicubic-resized to an even one (design.md §5 step 3)."""
         return self.height % 2 != 0 or self.width % 2 != 0
 
 
 def token_grid(latent_hw: Tuple[int, int], n_tokens: int) -> Optional[Tuple[int, int]]:
-    """h x w of the token map, from the U-Net input size and the token count (spec §5 step 1).
+    """h x w of the token map, from the U-Net input size and the token count (design.md §5 step 1).
 
     Returns None when no ceil-divided grid has exactly ``n_tokens`` tokens (never for ldm/sgm U-Nets).
     """
@@ -61,7 +61,7 @@ def window_partition(x: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
     if grid.resized:
         x = F.interpolate(x.permute(0, 3, 1, 2).contiguous(), size=(2 * wh, 2 * ww), mode="bicubic")
         x = x.permute(0, 2, 3, 1).contiguous()
-    if grid.shift[0] > 0:  # the reference rolls only when the vertical shift is positive (spec §5 step 4)
+    if grid.shift[0] > 0:  # the reference rolls only when the vertical shift is positive (design.md §5 step 4)
         x = torch.roll(x, shifts=(-grid.shift[0], -grid.shift[1]), dims=(1, 2))
     x = x.view(b, 2, wh, 2, ww, c).permute(0, 1, 3, 2, 4, 5).contiguous()
     return x.view(b * 4, wh * ww, c)
@@ -82,5 +82,5 @@ def window_reverse(windows: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
 
 
 def windowed_attention(attend: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
-    """Run self-attention ``attend`` inside the 4 shifted windows of ``grid`` (spec §5 steps 3-7)."""
+    """Run self-attention ``attend`` inside the 4 shifted windows of ``grid`` (design.md §5 steps 3-7)."""
     return window_reverse(attend(window_partition(x, grid)), grid)

@@ -1,16 +1,20 @@
 """One sampling pass of HiDiffusion, independent of how a host lets us hook its U-Net.
 
-Both adapters (ldm/sgm module patches, Forge UnetPatcher patches) subclass this: it owns the step,
-the schedule per latent size, the per-forward decisions, the window shifts and the statistics.
+Both adapters (ldm/sgm module patches, Forge UnetPatcher patches) subclass HiDiffusionPass, and the webui
+session talks to either through the same contract: ``set_step``, ``remove``, ``stats``, ``resolved_for`` and
+``notes``. The pass owns the step, the schedule per latent size, the per-forward geometry, the window shifts
+and the statistics.
 """
 
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from . import msw_msa, raunet
+from .geometry import STOCK, ForwardGeometry, forward_geometry
 from .presets import BlockRoles, ResolvedSchedule, resolve
 from .settings import HiDiffusionSettings
 from .unet_map import UNetMap
@@ -27,6 +31,8 @@ class PassStats:
     pool_forwards: int = 0
     windowed_calls: int = 0
     modified_steps: Set[int] = field(default_factory=set)
+    control_units: int = 0  # ControlNet encoders patched to run under the same RAU-Net geometry
+    control_forwards: int = 0  # their forwards that ran under a changed geometry
 
     @property
     def modified(self) -> bool:
@@ -38,10 +44,17 @@ class ForwardState:
     """Decisions for the U-Net forward in progress; reset when input block 0 starts."""
 
     latent_hw: Optional[Tuple[int, int]] = None
-    rad: bool = False
-    pool: bool = False
+    geometry: ForwardGeometry = STOCK
     pre_pool_size: Optional[Tuple[int, int]] = None
     skip_sizes: Dict[int, Tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def rad(self) -> bool:
+        return self.geometry.rad
+
+    @property
+    def pool(self) -> bool:
+        return self.geometry.pool
 
 
 def check_count(name: str, value, minimum: int) -> None:
@@ -60,7 +73,9 @@ def checked_arguments(settings, steps, seed) -> HiDiffusionSettings:
     return settings
 
 
-class HiDiffusionPass:
+class HiDiffusionPass(ABC):
+    """A live patch for one sampling pass: ``set_step(i)`` before each sampler step, ``remove()`` at the end."""
+
     def __init__(self, unet_map: UNetMap, family: str, roles: BlockRoles, settings: HiDiffusionSettings,
                  steps: int, shifts, non_aggressive_model: bool):
         self.unet_map = unet_map
@@ -70,12 +85,18 @@ class HiDiffusionPass:
         self.steps = steps
         self.step = 0
         self.stats = PassStats()
-        self.skipped_reason: Optional[str] = None  # set when RAU-Net must stay off (Forge + ControlNet)
+        self.notes: List[str] = []  # what the infotext's "HiDiffusion note" must say about this pass
+        self.raunet_skipped = False  # a part of the pipeline (e.g. a control type) cannot follow RAU-Net's sizes
+        self.removed = False
         self._shifts = shifts
         self._non_aggressive_model = non_aggressive_model
         self._resolved: Dict[Tuple[int, int], ResolvedSchedule] = {}
         self._state = ForwardState()
         self._warned = False
+
+    @abstractmethod
+    def remove(self) -> None:
+        """Undo the patch; harmless when called again."""
 
     def set_step(self, step: int, steps: Optional[int] = None) -> None:
         """0-based step of the current sampling pass; drives the RAU-Net schedule and the window shifts.
@@ -96,19 +117,28 @@ class HiDiffusionPass:
             self._resolved[key] = resolve(self.family, key, self.steps, self.settings, self._non_aggressive_model)
         return self._resolved[key]
 
+    def skip_raunet(self, reason: str) -> None:
+        """Keep RAU-Net off for the rest of the pass, and say why in the infotext and the console."""
+        self.raunet_skipped = True
+        self.add_note(reason)
+
+    def add_note(self, note: str) -> None:
+        if note not in self.notes:
+            self.notes.append(note)
+            log.info("HiDiffusion: %s", note)
+
     # -- per forward ------------------------------------------------------------------------------------
+    def geometry_for(self, latent_hw: Tuple[int, int]) -> ForwardGeometry:
+        """RAD and pooling for a forward on ``latent_hw`` at the current step: the U-Net and ControlNets ask here."""
+        raunet_on = self.settings.raunet and not self.raunet_skipped
+        return forward_geometry(self.resolved_for(latent_hw).schedule, self.step, self.family, raunet_on)
+
     def begin_forward(self, latent_hw: Tuple[int, int]) -> None:
-        schedule = self.resolved_for(latent_hw).schedule
-        raunet_on = self.settings.raunet and self.skipped_reason is None
-        self._state = ForwardState(
-            latent_hw=latent_hw,
-            rad=raunet_on and self.family != "sdxl_turbo" and schedule.rad_active(self.step),
-            pool=raunet_on and schedule.pool_active(self.step),
-        )
+        self._state = ForwardState(latent_hw=latent_hw, geometry=self.geometry_for(latent_hw))
         self.stats.forwards += 1
         self.stats.rad_forwards += self._state.rad
         self.stats.pool_forwards += self._state.pool
-        if self._state.rad or self._state.pool:
+        if self._state.geometry.changes_sizes:
             self.stats.modified_steps.add(self.step)
 
     def pool(self, h):

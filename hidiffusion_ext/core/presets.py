@@ -1,4 +1,4 @@
-"""The reference's per-family plans and ratio presets, and how "auto" picks them (spec §2, §4.2, §8)."""
+"""The reference's per-family plans and ratio presets, and how "auto" picks them (design.md §2, §4.2, §8)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ RATIOS = {
     ("sdxl", "large"): (0.7, 0.3),
     ("sdxl_turbo", "any"): (0.5, 0.0),
 }
-# Latent side below which the "small" preset applies (either side; spec §4.2): 2048 px / 4096 px.
+# Latent side below which the "small" preset applies (either side; design.md §4.2): 2048 px / 4096 px.
 LARGE_CLASS_LATENT = {"sd15": 256, "sdxl": 512}
 AGGRESSIVE_RATIO = 8 / 50  # reference: aggressive_step = 8 (of 50), scaled to N
 
 
 @dataclass(frozen=True)
 class FamilyPlan:
-    """Which U-Net levels carry each HiDiffusion part (spec §6), in diffusers down-block numbers."""
+    """Which U-Net levels carry each HiDiffusion part (design.md §6), in diffusers down-block numbers."""
 
     family: str
     rad_level: int  # the Downsample leaving this level is dilated
@@ -55,7 +55,7 @@ def detect_family(unet_map: UNetMap, requested: str = "auto", model_name: str = 
 
 
 def is_non_aggressive_model(unet_map: UNetMap, model_name: str) -> bool:
-    """The reference turns the SDXL aggressive phase off for inpainting and Playground models (spec §7)."""
+    """The reference turns the SDXL aggressive phase off for inpainting and Playground models (design.md §7)."""
     name = model_name.lower()
     return unet_map.in_channels == 9 or "inpaint" in name or "playground" in name
 
@@ -96,7 +96,7 @@ def resolve(
     if family != "sdxl":
         aggressive = False
     elif settings.aggressive == "auto":
-        # Below 4096 px only; the reference's large class is meant to be non-aggressive (spec §9.3).
+        # Below 4096 px only; the reference's large class is meant to be non-aggressive (design.md §9.3).
         aggressive = cls == "small" and not non_aggressive_model
     else:
         aggressive = settings.aggressive == "on"
@@ -107,7 +107,7 @@ def resolve(
 
 @dataclass(frozen=True)
 class BlockRoles:
-    """Block indices for one family on one U-Net (spec §6 tables, derived structurally)."""
+    """Block indices for one family on one U-Net (design.md §6 tables, derived structurally)."""
 
     rad_block: int  # input block whose Downsample becomes the RAD
     pool_block: int  # input block whose output is pooled (also the skip it stores)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .plan_preview import LoadedModel
-from .unet_map import inspect_unet
+from ..core.unet_map import inspect_unet
+from .pass_plan import ModelInfo
 
 
 def forge_objects(sd_model):
@@ -29,12 +29,12 @@ def is_v_768(sd_model) -> bool:
     return bool(getattr(sd_model, "is_sd2", False)) and getattr(sd_model, "parameterization", "") == "v"
 
 
-def loaded_model(sd_model) -> Optional[LoadedModel]:
-    """The model as the resolved-schedule preview needs it; None when none is loaded.
+def model_info(sd_model, unet=None) -> Optional[ModelInfo]:
+    """The model as a pass plan needs it (its U-Net inspected once); None when no model is loaded.
 
     Raises UnsupportedModelError for a model HiDiffusion does not apply to (Flux, SD3, the SDXL refiner).
     """
-    unet = diffusion_model(sd_model) if sd_model is not None else None
+    unet = diffusion_model(sd_model) if unet is None and sd_model is not None else unet
     if unet is None:
         return None
-    return LoadedModel(inspect_unet(unet), model_name(sd_model), is_v_768(sd_model))
+    return ModelInfo(inspect_unet(unet), model_name(sd_model), is_v_768(sd_model))

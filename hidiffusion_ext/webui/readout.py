@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 
-from . import host_model
-from .plan_preview import TabValues, preview
-from .script_args import NAMES, HiDiffusionArgumentError, parse
-from .unet_map import UnsupportedModelError
+from ..core.unet_map import UnsupportedModelError
+from . import fields, host_model
+from .arguments import HiDiffusionArgumentError, parse
+from .tab_preview import TabValues, preview
 
 log = logging.getLogger("hidiffusion")
 _UNREAD = object()  # Readout.text(): the model was not read by the caller
@@ -35,7 +35,7 @@ def loaded_model():
         from modules import sd_models
     except ImportError:
         return None
-    return host_model.loaded_model(getattr(sd_models.model_data, "sd_model", None))
+    return host_model.model_info(getattr(sd_models.model_data, "sd_model", None))
 
 
 class Readout:
@@ -44,7 +44,7 @@ class Readout:
     def __init__(self, is_img2img: bool, model_source=loaded_model):
         self.tab = "img2img" if is_img2img else "txt2img"
         self.values = self._fresh_values()
-        self.controls = [None] * len(NAMES)
+        self.controls = [None] * len(fields.FIELDS)
         self.markdown = None
         self.sources = []  # (component, TabValues field), captured from after_component
         self._built_values = {}  # field -> value the component was built with (what a reloaded page shows)
@@ -107,7 +107,7 @@ class Readout:
     def text(self, model=_UNREAD) -> str:
         """The line for the current values; ``model`` when the caller has already read it."""
         try:
-            args = parse([{name: _ui_value(v) for name, v in zip(NAMES, self.controls) if v is not None}])
+            args = parse([{name: _ui_value(v) for name, v in zip(fields.names(), self.controls) if v is not None}])
             return preview(args, self._model_source() if model is _UNREAD else model, self.values)
         except (HiDiffusionArgumentError, UnsupportedModelError) as error:
             return f"Resolved schedule: {error}"

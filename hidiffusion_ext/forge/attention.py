@@ -1,7 +1,7 @@
 """MSW-MSA on Forge's attention-replace contract: q, k and v arrive projected, (B, h*w, heads*dim_head).
 
 to_q, to_k, to_v and to_out each act on one token at a time, so windowing q, k and v alike and un-windowing the
-result before to_out equals windowing the hidden states as the reference does (spec §5). For odd grids this
+result before to_out equals windowing the hidden states as the reference does (design.md §5). For odd grids this
 holds up to rounding: the bicubic resize is linear and its weights sum to one, so it commutes with them.
 """
 
@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 import torch
 
-from . import msw_msa
+from ..core import msw_msa
 
 # (q, k, v, extra_options) -> attention output, Forge's attn1 replace signature.
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, dict], torch.Tensor]
@@ -39,6 +39,6 @@ def self_attention(prior: Optional[Attend] = None, attention: Optional[Attention
 
 
 def windowed(attend: Attend, q, k, v, extra_options: dict, grid: msw_msa.WindowGrid) -> torch.Tensor:
-    """Attention inside the 4 shifted windows of ``grid`` (spec §5 steps 3-7), on projected q/k/v."""
+    """Attention inside the 4 shifted windows of ``grid`` (design.md §5 steps 3-7), on projected q/k/v."""
     windows = [msw_msa.window_partition(t, grid) for t in (q, k, v)]
     return msw_msa.window_reverse(attend(*windows, extra_options), grid)

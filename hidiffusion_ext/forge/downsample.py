@@ -1,4 +1,4 @@
-"""RAU-Net's resolution-aware downsampler as a Forge object patch (spec §4.1.1).
+"""RAU-Net's resolution-aware downsampler as a Forge object patch (design.md §4.1.1).
 
 Forge swaps an object patch into the shared U-Net only while the clone that carries it is loaded, and puts
 the stock module back when another clone of that model is loaded, so the swap never outlives the clone.
@@ -10,8 +10,8 @@ from typing import Callable
 
 from torch import nn
 
-from . import raunet
-from .unet_map import is_downsample
+from ..core import raunet
+from ..core.unet_map import is_downsample
 
 
 class RauDownsample(nn.Module):

@@ -1,7 +1,7 @@
 """What "Auto" resolves to for the tab's size, steps and loaded model: the text shown under the controls.
 
-The generation itself decides per pass from the real latent (webui_session); this mirrors the same rules
-(pass_gate, presets.resolve) on the values the tab shows, so the user sees the schedule before pressing Generate.
+The passes come from the tab's values the way A1111's processing derives them; each is decided by
+pass_plan.plan_pass, the same function the generation patches from, so the user sees what will run.
 """
 
 from __future__ import annotations
@@ -9,20 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from .pass_gate import native_latent, parts_for_pass
-from .presets import detect_family, is_non_aggressive_model, resolve
-from .script_args import ScriptArgs
+from ..core.unet_map import UnsupportedModelError
+from .arguments import ScriptArgs
+from .pass_plan import ModelInfo, PassSpec, plan_pass
 from .step_tracking import img2img_executed_steps
-from .unet_map import UNetMap, UnsupportedModelError
 
 FAMILY_NAMES = {"sd15": "SD1/SD2", "sdxl": "SDXL", "sdxl_turbo": "SDXL Turbo"}
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    unet_map: UNetMap
-    name: str = ""
-    v_768: bool = False  # SD2 768-v: native 768 px
 
 
 @dataclass
@@ -63,30 +55,15 @@ def passes(tab: TabValues) -> List[Tuple[str, int, int, int, bool]]:
     return result
 
 
-def preview(args: ScriptArgs, model: Optional[LoadedModel], tab: TabValues) -> str:
+def preview(args: ScriptArgs, model: Optional[ModelInfo], tab: TabValues) -> str:
     """Markdown: the family, then per pass what RAU-Net and MSW-MSA will do."""
     if model is None:
         return "Resolved schedule: no model is loaded yet (Forge loads it at the first Generate)."
     try:
-        family = detect_family(model.unet_map, args.settings().family, model.name)
+        plans = [plan_pass(args, model, PassSpec(name, (h // 8, w // 8), steps, hires))
+                 for name, w, h, steps, hires in passes(tab)]
     except UnsupportedModelError as error:
         return f"Resolved schedule: {error}."
-    native = native_latent(family, model.v_768)
-    lines = [f"**Resolved for {FAMILY_NAMES[family]}**" + ("" if args.enabled else " (HiDiffusion is off)")]
-    for name, w, h, steps, hires in passes(tab):
-        latent = (h // 8, w // 8)
-        raunet_ok, mswmsa_ok = parts_for_pass(args.apply_to, hires, latent, native)
-        if not (raunet_ok or mswmsa_ok):
-            lines.append(f"- {name} {w}x{h}: untouched (apply to: {args.apply_to})")
-            continue
-        if not args.raunet:
-            rau = "RAU-Net off"
-        elif not raunet_ok:
-            rau = "RAU-Net off (auto: not above 1.5x the native area)"
-        else:
-            resolved = resolve(family, latent, steps, args.settings(),
-                               is_non_aggressive_model(model.unet_map, model.name))
-            rau = f"RAU-Net {resolved.describe()}"
-        msw = "MSW-MSA on" if args.mswmsa else "MSW-MSA off"
-        lines.append(f"- {name} {w}x{h}, {steps} steps: {rau}; {msw}")
+    lines = [f"**Resolved for {FAMILY_NAMES[plans[0].family]}**" + ("" if args.enabled else " (HiDiffusion is off)")]
+    lines += [f"- {plan.describe()}" for plan in plans]
     return "\n".join(lines)

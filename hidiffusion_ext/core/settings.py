@@ -1,6 +1,6 @@
 """Every HiDiffusion knob in one validated, immutable record.
 
-Defaults mean "as the reference does it" (spec: shared/docs/hidiffusion-algorithm.md §8).
+Defaults mean "as the reference does it" (docs/design.md §8).
 A field left at None/"auto" is resolved per model family and resolution class when a forward runs.
 """
 
@@ -27,7 +27,7 @@ class HiDiffusionSettings:
     aggressive_ratio: SDXL aggressive phase; the dilated downsample runs for steps < int(aggressive_ratio * N)
         and pooling takes over until int(t1 * N). None = the reference's 8/50.
     odd_windows: MSW-MSA at a level whose height or width is odd: "bicubic" resizes to an even grid as the
-        reference does (spec §5 step 3); "global" keeps plain attention at that level for that call.
+        reference does (design.md §5 step 3); "global" keeps plain attention at that level for that call.
     """
 
     raunet: bool = True

@@ -2,12 +2,12 @@
 
 The input patcher and the shared U-Net module are never changed, and nothing global is: the clone carries
 every patch, and dropping it is the undo. Block roles, presets and step semantics are the ldm adapter's
-(unet_patch.py); where that adapter hooks modules, this one uses Forge's patch points:
+(ldm/unet_patch.py); where that adapter hooks modules, this one uses Forge's patch points:
 - a block modifier reads the latent size before ("input", 0) and fixes the plan of each U-Net forward,
   and restores the pooled path after ("output", restore_block);
 - an input_block_patch pools input block pool_block (before Forge stores the skip, as the reference does);
 - an object patch swaps the RAD Downsample for one running the same conv dilated (forge_downsample.py);
-- Forge's Upsample already interpolates to the next skip's size (output_shape = hs[-1].shape; spec §4.4);
+- Forge's Upsample already interpolates to the next skip's size (output_shape = hs[-1].shape; design.md §4.4);
 - attn1 replace patches window q/k/v on the MSW-MSA transformers (forge_attention.py);
 - a conditioning modifier notices ControlNet, whose residuals only fit the stock feature sizes.
 Patches are plain closures: Forge deep-copies model_options on clone(), which would copy a bound method's
@@ -19,19 +19,13 @@ from __future__ import annotations
 import logging
 from typing import List, Mapping, Optional, Tuple
 
-from . import forge_attention
-from .forge_downsample import RauDownsample, stock_conv
-from .pass_state import HiDiffusionPass, checked_arguments
-from .presets import (
-    BlockRoles,
-    block_roles,
-    detect_family,
-    is_non_aggressive_model,
-    plan_for,
-)
-from .settings import HiDiffusionSettings
-from .shifts import ShiftRng, make_shift_source
-from .unet_map import UNetMap, UnsupportedModelError, inspect_unet, is_downsample, transformer_blocks
+from ..core.pass_state import ForwardState, HiDiffusionPass, checked_arguments
+from ..core.presets import BlockRoles, block_roles, detect_family, is_non_aggressive_model, plan_for
+from ..core.settings import HiDiffusionSettings
+from ..core.shifts import ShiftRng, make_shift_source
+from ..core.unet_map import UNetMap, UnsupportedModelError, inspect_unet, is_downsample, transformer_blocks
+from . import attention as forge_attention
+from .downsample import RauDownsample, stock_conv
 
 log = logging.getLogger("hidiffusion")
 
@@ -53,20 +47,20 @@ class ForgeHiDiffusion(HiDiffusionPass):
         self.patcher = None
         self._attention = attention
 
+    def remove(self) -> None:
+        """The clone is the undo (the host drops it); from now on its patches also pass everything through."""
+        self.removed = True
+        self._state = ForwardState()
+
     # -- what the patches do -----------------------------------------------------------------------------
     def _windowed_attn1(self, index: int, attend, q, k, v, extra_options):
         shape = extra_options.get("original_shape")
-        if shape is None or k.shape[1] != q.shape[1]:  # not in a U-Net forward, or attn1 given a context
+        if self.removed or shape is None or k.shape[1] != q.shape[1]:  # not in a pass's U-Net forward, or a context
             return attend(q, k, v, extra_options)
         grid = self.window_grid(index, q.shape[1], (int(shape[-2]), int(shape[-1])))
         if grid is None:
             return attend(q, k, v, extra_options)
         return forge_attention.windowed(attend, q, k, v, extra_options, grid)
-
-    def _skip_raunet(self, reason: str) -> None:
-        if self.skipped_reason is None:
-            self.skipped_reason = reason
-            log.info("HiDiffusion: %s", reason)
 
     # -- installation on the clone -----------------------------------------------------------------------
     def _install(self, clone, rad_target, attn_keys: List[AttnKey]) -> None:
@@ -75,6 +69,8 @@ class ForgeHiDiffusion(HiDiffusionPass):
 
         def block_modifier(h, when, transformer_options):
             block = transformer_options.get("block")
+            if self.removed:
+                return h
             if when == "before" and block == first_block:
                 shape = transformer_options.get("original_shape") or h.shape
                 self.begin_forward((int(shape[-2]), int(shape[-1])))
@@ -89,7 +85,7 @@ class ForgeHiDiffusion(HiDiffusionPass):
 
             def control_watch(model, x, timestep, uncond, cond, cond_scale, model_options, seed):
                 if any(c.get("control") is not None for c in [*cond, *(uncond or [])]):
-                    self._skip_raunet(CONTROLNET)
+                    self.skip_raunet(CONTROLNET)
                 return model, x, timestep, uncond, cond, cond_scale, model_options, seed
 
             clone.set_model_input_block_patch(_tag(pool_patch))
@@ -120,24 +116,26 @@ def patch_forge_unet(
     model_name: str = "",
     shift_rng: ShiftRng = None,
     attention=None,
+    unet_map: Optional[UNetMap] = None,
 ) -> ForgeHiDiffusion:
     """A clone of ``unet_patcher`` (in ``.patcher``) with HiDiffusion added for a pass of ``steps`` steps.
 
     Raises UnsupportedModelError (a ValueError) before cloning anything when the model cannot be patched.
-    ``attention`` replaces Forge's attention kernel (tests only); ``shift_rng`` is as in apply_hidiffusion.
+    ``attention`` replaces Forge's attention kernel (tests only); ``shift_rng`` is as in apply_hidiffusion;
+    ``unet_map`` is the structure map when the caller has already inspected the U-Net (one inspection per pass).
     """
     settings = checked_arguments(settings, steps, seed)
-    unet, unet_map = _inspect(unet_patcher)
+    unet, unet_map = _inspect(unet_patcher) if unet_map is None else (_unet_of(unet_patcher), unet_map)
     family = detect_family(unet_map, settings.family, model_name)
     roles = block_roles(unet_map, plan_for(family))
     attn_keys = windowed_attn1_keys(unet, roles)
-    has_rad = settings.raunet and family != "sdxl_turbo"  # the reference has no RAD for Turbo (spec §4.2)
+    has_rad = settings.raunet and family != "sdxl_turbo"  # the reference has no RAD for Turbo (design.md §4.2)
     rad_target = _rad_target(unet_patcher, unet, roles) if has_rad else None
     shifts = make_shift_source(shift_rng, seed, len(attn_keys))
     non_aggressive = is_non_aggressive_model(unet_map, model_name)
     handle = ForgeHiDiffusion(unet_map, family, roles, settings, steps, shifts, non_aggressive, attention)
     if settings.raunet and getattr(unet_patcher, "controlnet_linked_list", None) is not None:
-        handle._skip_raunet(CONTROLNET)
+        handle.skip_raunet(CONTROLNET)
 
     clone = unet_patcher.clone()
     _strip_own_patches(clone)
@@ -158,7 +156,7 @@ def forge_unsupported_reason(unet_patcher) -> Optional[str]:
 
 
 def windowed_attn1_keys(unet, roles: BlockRoles) -> List[AttnKey]:
-    """Forge keys of the MSW-MSA self-attentions, in unet_patch.windowed_transformers' order (same seeded shifts)."""
+    """Forge keys of the MSW-MSA self-attentions, in ldm.unet_patch.windowed_transformers' order (same seeded shifts)."""
     keys = []
     for name, blocks, indices in (("input", unet.input_blocks, roles.window_inputs),
                                   ("output", unet.output_blocks, roles.window_outputs)):
@@ -167,10 +165,15 @@ def windowed_attn1_keys(unet, roles: BlockRoles) -> List[AttnKey]:
     return keys
 
 
-def _inspect(unet_patcher) -> Tuple[object, UNetMap]:
+def _unet_of(unet_patcher):
     unet = getattr(getattr(unet_patcher, "model", None), UNET_PATH, None)
     if unet is None:
         raise UnsupportedModelError("not applied: no U-Net found on this model")
+    return unet
+
+
+def _inspect(unet_patcher) -> Tuple[object, UNetMap]:
+    unet = _unet_of(unet_patcher)
     config = getattr(unet, "config", None)
     config = config if isinstance(config, Mapping) else {}  # Forge's U-Nets carry their config; ldm modules do not
     if config and config.get("model_channels") is None:

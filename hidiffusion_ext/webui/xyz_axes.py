@@ -1,26 +1,32 @@
-"""X/Y/Z plot axes. Values go onto the cell's ``p`` as ``hidiffusion_<field>`` and win over the UI values."""
+"""X/Y/Z plot axes, one per field that declares one. A cell's value goes onto its ``p`` as ``hidiffusion_<field>``
+and wins over the UI value."""
 
 from __future__ import annotations
 
-from .script_args import AGGRESSIVE, APPLY_TO, PRESETS
+from . import fields
+from .fields import RATIO, SWITCH
 
 ATTR_PREFIX = "hidiffusion_"
-BOOL_CHOICES = ["True", "False"]
-AXES = (  # (label, field, type, choices)
-    ("[HiDiffusion] Enabled", "enabled", str, BOOL_CHOICES),
-    ("[HiDiffusion] RAU-Net", "raunet", str, BOOL_CHOICES),
-    ("[HiDiffusion] MSW-MSA", "mswmsa", str, BOOL_CHOICES),
-    ("[HiDiffusion] T1", "t1", float, None),
-    ("[HiDiffusion] T2", "t2", float, None),
-    ("[HiDiffusion] Apply to", "apply_to", str, list(APPLY_TO)),
-    ("[HiDiffusion] Preset", "preset", str, list(PRESETS)),
-    ("[HiDiffusion] Aggressive", "aggressive", str, list(AGGRESSIVE)),
-)
+LABEL_PREFIX = "[HiDiffusion] "
+BOOL_CHOICES = ("True", "False")
+
+
+def axes():
+    """(label, field name, value type, choices or None) per axis, in table order."""
+    result = []
+    for f in fields.FIELDS:
+        if f.axis is None:
+            continue
+        if f.kind == RATIO:
+            result.append((LABEL_PREFIX + f.axis, f.name, float, None))
+        else:
+            result.append((LABEL_PREFIX + f.axis, f.name, str, list(BOOL_CHOICES if f.kind == SWITCH else f.choices)))
+    return tuple(result)
 
 
 def overrides(p) -> dict:
     """The X/Y/Z values set on this cell's ``p``."""
-    return {name: getattr(p, ATTR_PREFIX + name) for _, name, _, _ in AXES if hasattr(p, ATTR_PREFIX + name)}
+    return {name: getattr(p, ATTR_PREFIX + name) for _, name, _, _ in axes() if hasattr(p, ATTR_PREFIX + name)}
 
 
 def find_xyz_module(scripts_data):
@@ -37,7 +43,7 @@ def register(scripts_data) -> bool:
     if xyz is None:
         return False
     existing = {option.label for option in xyz.axis_options}
-    for label, name, kind, choices in AXES:
+    for label, name, kind, choices in axes():
         if label in existing:
             continue
         extra = {"choices": (lambda c=choices: list(c))} if choices else {}

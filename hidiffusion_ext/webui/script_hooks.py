@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
-from . import infotext, webui_session, xyz_axes
-from .script_args import HiDiffusionArgumentError, ScriptArgs, parse
+from . import fields, session, xyz_axes
+from .arguments import HiDiffusionArgumentError, ScriptArgs, parse, parse_named
 
 log = logging.getLogger("hidiffusion")
 
@@ -17,26 +16,25 @@ def arguments(p, args) -> ScriptArgs:
     cell = xyz_axes.overrides(p)
     if not cell:
         return parsed
-    named = {k: v for k, v in dataclasses.asdict(parsed).items()}
-    return parse([{**named, **cell}])
+    return parse_named({**parsed.as_dict(), **cell})
 
 
 def start(p, args) -> None:
     """process(): clear our infotext (X/Y/Z shares the dict between cells), validate, begin."""
-    for key in infotext.ALL_KEYS:
+    for key in fields.infotext_keys():
         p.extra_generation_params.pop(key, None)
     try:
         parsed = arguments(p, args)
     except HiDiffusionArgumentError as error:
         log.error("%s", error)
-        webui_session.fail_generation(p, error)
+        session.fail_generation(p, error)
         return
     if parsed.enabled:
-        webui_session.begin(p, parsed)
+        session.begin(p, parsed)
 
 
 def patch_pass(p, latent_hw) -> None:
-    generation = webui_session.active()
+    generation = session.active()
     if generation is not None and generation.p is p:
         generation.patch_pass(p, latent_hw)
 

@@ -1,8 +1,8 @@
 """Host glue for one generation in A1111 or Forge: patch each sampling pass, track its step, undo, report.
 
 It touches only what it is given (``p``, the sampler's denoiser) and imports no ``modules.*``, so the tests
-drive it with small stand-ins. The patch registry is module-global on purpose: txt2img and img2img have
-separate Script instances but share one U-Net (webui-hosts.md, pitfall 2).
+drive it with small stand-ins. The active generation is module-global on purpose: txt2img and img2img have
+separate Script instances but share one U-Net (design.md §11.2).
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from . import host_model, infotext
-from .forge_patch import forge_unsupported_reason, patch_forge_unet
-from .pass_gate import native_latent, parts_for_pass
-from .presets import detect_family
-from .script_args import HiDiffusionArgumentError, ScriptArgs
+from ..core.pass_state import HiDiffusionPass
+from ..core.unet_map import UnsupportedModelError
+from ..forge.unet_patch import forge_unsupported_reason, patch_forge_unet
+from ..ldm.unet_patch import apply_hidiffusion, remove_hidiffusion
+from . import fields, host_model, infotext
+from .arguments import HiDiffusionArgumentError, ScriptArgs
+from .pass_plan import PassPlan, PassSpec, plan_pass
 from .step_tracking import img2img_executed_steps, step_from_denoiser
-from .unet_map import UnsupportedModelError, inspect_unet
-from .unet_patch import apply_hidiffusion, remove_hidiffusion
 
 log = logging.getLogger("hidiffusion")
 if not log.handlers:  # the webuis leave Python logging at WARNING; the per-pass summary is meant to be seen
@@ -33,11 +33,18 @@ if not log.handlers:  # the webuis leave Python logging at WARNING; the per-pass
 @dataclass
 class PassRecord:
     key: Tuple[int, bool]  # (batch iteration, hires)
-    name: str  # "first pass" / "hires pass"
-    latent_hw: Tuple[int, int]
-    patch: object  # HiDiffusionHandle (A1111) or ForgeHiDiffusion (Forge)
+    plan: PassPlan
+    patch: HiDiffusionPass  # HiDiffusionHandle (A1111) or ForgeHiDiffusion (Forge): the same contract
     started: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.plan.spec.name
+
+    @property
+    def latent_hw(self) -> Tuple[int, int]:
+        return self.plan.spec.latent_hw
 
 
 _active: Optional[Generation] = None  # the generation being sampled (one at a time in a webui)
@@ -62,30 +69,26 @@ class Generation:
         if self.current is not None and self.current.key == key:
             self.current = None  # Forge calls this hook twice for the hires pass: the new patch replaces the old
         self.end_pass()
-        latent_hw = (int(latent_hw[0]), int(latent_hw[1]))
         forge = host_model.forge_objects(p.sd_model)
-        name = host_model.model_name(p.sd_model)
         unet = host_model.diffusion_model(p.sd_model)
+        spec = PassSpec("hires pass" if hires else "first pass", (int(latent_hw[0]), int(latent_hw[1])),
+                        _pass_steps(p, hires), hires, _batch_seed(p))
         try:
-            unet_map = inspect_unet(unet)
-            family = detect_family(unet_map, self.args.settings().family, name)
+            model = host_model.model_info(p.sd_model, unet)  # the one inspection of this pass's U-Net
+            plan = plan_pass(self.args, model, spec)
         except UnsupportedModelError as error:
             reason = forge_unsupported_reason(forge.unet) if forge else None
             self._note(f"not applied: {reason or error}")
             return
-        raunet_ok, mswmsa_ok = parts_for_pass(self.args.apply_to, hires, latent_hw,
-                                              native_latent(family, host_model.is_v_768(p.sd_model)))
-        raunet, mswmsa = self.args.raunet and raunet_ok, self.args.mswmsa and mswmsa_ok
-        if not (raunet or mswmsa):
+        if not plan.touched:
             return
-        settings = self.args.settings(raunet=raunet).replace(mswmsa=mswmsa)
-        steps, seed = _pass_steps(p, hires), _batch_seed(p)
+        common = dict(steps=spec.steps, seed=spec.seed, model_name=model.name, unet_map=model.unet_map)
         if forge:
-            patch = patch_forge_unet(forge.unet, settings, steps=steps, seed=seed, model_name=name)
+            patch = patch_forge_unet(forge.unet, plan.settings, **common)
             forge.unet = patch.patcher  # the clone is the undo (Forge resets forge_objects every pass)
         else:
-            patch = apply_hidiffusion(unet, settings, steps=steps, seed=seed, model_name=name)
-        self.current = self.passes[key] = PassRecord(key, "hires pass" if hires else "first pass", latent_hw, patch)
+            patch = apply_hidiffusion(unet, plan.settings, **common)
+        self.current = self.passes[key] = PassRecord(key, plan, patch)
 
     def on_denoiser_call(self, params) -> None:
         if self.current is not None:
@@ -97,13 +100,10 @@ class Generation:
         if record is None:
             return
         record.seconds = time.perf_counter() - record.started
-        remove = getattr(record.patch, "remove", None)
-        if remove:
-            remove()
+        record.patch.remove()
         stats, resolved = record.patch.stats, record.patch.resolved_for(record.latent_hw)
-        reason = getattr(record.patch, "skipped_reason", None)
-        if reason:
-            self._note(reason)
+        for note in record.patch.notes:
+            self._note(note)
         log.info("HiDiffusion %s %dx%d: %s; %d U-Net calls (%d RAD, %d pooled, %d windowed attn), "
                  "%.1f s sampling", record.name, record.latent_hw[1] * 8, record.latent_hw[0] * 8, resolved.describe(),
                  stats.forwards, stats.rad_forwards, stats.pool_forwards, stats.windowed_calls, record.seconds)
@@ -114,7 +114,7 @@ class Generation:
         return any(record.patch.stats.modified for record in self.passes.values())
 
     def write_infotext(self, extra_generation_params: dict) -> None:
-        for key in infotext.ALL_KEYS:
+        for key in fields.infotext_keys():
             extra_generation_params.pop(key, None)
         if self.modified:
             notes = self.notes + self._idle_part_notes()
@@ -125,7 +125,7 @@ class Generation:
         records = list(self.passes.values())
         notes = []
         if self.args.raunet and not any(r.patch.stats.rad_forwards or r.patch.stats.pool_forwards for r in records):
-            scheduled = [r for r in records if r.patch.settings.raunet and not getattr(r.patch, "skipped_reason", None)]
+            scheduled = [r for r in records if r.patch.settings.raunet and not r.patch.raunet_skipped]
             if scheduled:  # e.g. 2 steps: int(2 * 0.4) = 0
                 resolved = scheduled[0].patch.resolved_for(scheduled[0].latent_hw)
                 notes.append(f"RAU-Net ran on no step ({resolved.schedule.describe()})")

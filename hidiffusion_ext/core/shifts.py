@@ -1,6 +1,6 @@
 """Where MSW-MSA's random window shifts come from.
 
-The reference draws ``torch.rand(1)`` from the global RNG once per windowed block call (spec §5 step 2,
+The reference draws ``torch.rand(1)`` from the global RNG once per windowed block call (design.md §5 step 2,
 §9.4), which makes images irreproducible and perturbs ancestral noise. The default here is a draw per
 (step, windowed block) from a generator seeded by the image seed: the same seed gives the same shifts,
 whether the host batches cond/uncond or not and however many U-Net calls a sampler makes per step.

@@ -16,19 +16,13 @@ from typing import Optional
 
 from torch import nn
 
-from . import msw_msa, raunet
-from .pass_state import HiDiffusionPass, PassStats, check_count, checked_arguments  # noqa: F401 (PassStats: public)
+from ..core import msw_msa, raunet
+from ..core.pass_state import HiDiffusionPass, checked_arguments
+from ..core.presets import BlockRoles, block_roles, detect_family, is_non_aggressive_model, plan_for
+from ..core.settings import HiDiffusionSettings
+from ..core.shifts import ShiftRng, make_shift_source
+from ..core.unet_map import UNetMap, inspect_unet, is_downsample, is_upsample, transformer_blocks
 from .patch_ledger import PatchLedger, sweep
-from .presets import (
-    BlockRoles,
-    block_roles,
-    detect_family,
-    is_non_aggressive_model,
-    plan_for,
-)
-from .settings import HiDiffusionSettings
-from .shifts import ShiftRng, make_shift_source
-from .unet_map import UNetMap, inspect_unet, is_downsample, is_upsample, transformer_blocks
 
 _ACTIVE: weakref.WeakKeyDictionary[nn.Module, HiDiffusionHandle] = weakref.WeakKeyDictionary()
 
@@ -41,7 +35,6 @@ class HiDiffusionHandle(HiDiffusionPass):
         super().__init__(unet_map, family, roles, settings, steps, shifts, non_aggressive_model)
         self.unet_ref = weakref.ref(unet)
         self._ledger = PatchLedger()
-        self.removed = False
 
     def remove(self) -> None:
         if self.removed:
@@ -64,7 +57,7 @@ class HiDiffusionHandle(HiDiffusionPass):
         inputs, outputs = unet.input_blocks, unet.output_blocks
         ledger.hook(inputs[0], self._begin_forward, pre=True)
         if s.raunet:
-            if self.family != "sdxl_turbo":  # the reference has no RAD for Turbo (spec §4.2)
+            if self.family != "sdxl_turbo":  # the reference has no RAD for Turbo (design.md §4.2)
                 down = next(m for m in inputs[roles.rad_block].children() if is_downsample(m))
                 ledger.override_forward(down, self._rad_forward(down))
             ledger.hook(inputs[roles.pool_block], self._pool_output)
@@ -135,15 +128,17 @@ def apply_hidiffusion(
     seed: Optional[int] = None,
     shift_rng: ShiftRng = None,
     model_name: str = "",
+    unet_map: Optional[UNetMap] = None,
 ) -> HiDiffusionHandle:
     """Patch ``unet`` for a sampling pass of ``steps`` steps and return the handle.
 
     Any earlier HiDiffusion patch on ``unet`` is removed first, so applying never stacks.
     Raises UnsupportedModelError (a ValueError) for models HiDiffusion cannot patch, leaving them untouched.
-    ``model_name`` (checkpoint name) only feeds "auto": turbo / inpaint / playground hints (spec §2).
+    ``model_name`` (checkpoint name) only feeds "auto": turbo / inpaint / playground hints (design.md §2).
+    ``unet_map``: the structure map when the caller has already inspected ``unet`` (one inspection per pass).
     """
     settings = checked_arguments(settings, steps, seed)
-    unet_map = inspect_unet(unet)
+    unet_map = inspect_unet(unet) if unet_map is None else unet_map
     family = detect_family(unet_map, settings.family, model_name)
     roles = block_roles(unet_map, plan_for(family))
     attn_blocks = windowed_transformers(unet, roles)

@@ -1,6 +1,6 @@
 """Benchmark: a CFG-batched U-Net loop, plain vs RAU-Net vs MSW-MSA vs both, and against the reference.
 
-    python -m hidiffusion_ext.bench --family sd15 --size 2048 --steps 20 --width-scale 0.25 [--device cuda]
+    python -m hidiffusion_ext.devtools.bench --family sd15 --size 2048 --steps 20 --width-scale 0.25 [--device cuda]
 
 A benchmark, not a test: it prints seconds and ratios measured side by side in one process. The U-Nets
 are random-weight ldm nets in the shape of SD1.5 / SDXL (SDXL with depth-1 transformers; see
@@ -15,15 +15,15 @@ import time
 
 import torch
 
-from .devtools.attention import sdp_attention
-from .settings import HiDiffusionSettings
-from .unet_patch import apply_hidiffusion
+from ..core.settings import HiDiffusionSettings
+from ..ldm.unet_patch import apply_hidiffusion
+from .attention import sdp_attention
 
 SHAPES = {"sd15": ("sd1", 8, 768), "sdxl": ("sdxl", 64, 2048)}  # ldm shape, heads / head channels, context dim
 
 
 def build(family: str, width_scale: float, seed: int = 0):
-    from .devtools.models import REFERENCE_NAMES, build_ldm_unet, unet_params
+    from .models import REFERENCE_NAMES, build_ldm_unet, unet_params
 
     shape, heads, context_dim = SHAPES[family]
     width = max(32, round(320 * width_scale / 32) * 32)  # GroupNorm(32) needs multiples of 32
@@ -78,7 +78,7 @@ def time_reference(unet, params, name, x, t, context, args, device, dtype) -> di
         from hidiffusion import apply_hidiffusion as ref_apply
         from hidiffusion import remove_hidiffusion as ref_remove
 
-        from .devtools.models import to_diffusers
+        from .models import to_diffusers
     except ImportError:
         return {}
     twin = to_diffusers(unet.float().cpu(), params, name).to(device, dtype)
@@ -89,7 +89,7 @@ def time_reference(unet, params, name, x, t, context, args, device, dtype) -> di
         out["reference_baseline"] = time_loop(lambda: twin(x, t, encoder_hidden_states=context), args.steps, device)
         ref_apply(twin)
         try:
-            # the reference counts calls itself; one warm-up call shifts its schedule by one step (spec §9.2)
+            # the reference counts calls itself; one warm-up call shifts its schedule by one step (design.md §9.2)
             out["reference_both"] = time_loop(lambda: twin(x, t, encoder_hidden_states=context), args.steps, device)
         finally:
             ref_remove(twin)

@@ -4,7 +4,7 @@ Works on anything shaped like the ldm/sgm ``UNetModel`` (A1111's SD1/SD2/SDXL, F
 ``IntegratedUNet2DConditionModel``): ``input_blocks`` / ``middle_block`` / ``output_blocks``
 of TimestepEmbedSequential-like containers holding ResBlocks, SpatialTransformers,
 Downsample (a strided 3x3 conv in ``.op``) and Upsample (nearest x2 then ``.conv``).
-The index arithmetic is the one in spec §6 (and diffusers' ``convert_ldm_unet_checkpoint``).
+The index arithmetic is the one in design.md §6 (and diffusers' ``convert_ldm_unet_checkpoint``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,6 @@
+"""HiDiffusion on Forge: patches on a clone of its ``UnetPatcher``; dropping the clone is the undo.
+
+- unet_patch: the U-Net adapter (ForgeHiDiffusion, patch_forge_unet, forge_unsupported_reason).
+- downsample: the dilated downsampler as an object patch.
+- attention: MSW-MSA on Forge's attn1-replace contract (projected q, k, v).
+"""

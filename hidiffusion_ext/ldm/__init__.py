@@ -1,0 +1,5 @@
+"""HiDiffusion on ldm/sgm ``UNetModel`` modules (A1111's SD1/SD2/SDXL): reversible submodule patches.
+
+- patch_ledger: records every instance-forward override and hook so that undo restores each module exactly.
+- unet_patch: the U-Net adapter (HiDiffusionHandle, apply_hidiffusion, remove_hidiffusion).
+"""
