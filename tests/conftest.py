@@ -1,4 +1,5 @@
 import functools
+import logging
 import os
 import sys
 import warnings
@@ -50,3 +51,26 @@ def unet_context_dim(unet):
         if hasattr(m, "attn2"):
             return m.attn2.to_k.in_features
     raise AssertionError("no cross attention")
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def hidiffusion_log():
+    """Messages of the "hidiffusion" logger (it does not propagate once the webui session has set it up)."""
+    logger, handler = logging.getLogger("hidiffusion"), _Records()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

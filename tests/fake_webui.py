@@ -133,16 +133,22 @@ def _sample(p):
 
 
 class Runner:
-    """ScriptRunner for one always-on script: hooks get ``p.script_args[args_from:args_to]``; errors are logged."""
+    """ScriptRunner for our always-on script (hooks get ``p.script_args[args_from:args_to]``) and, optionally, other
+    always-on scripts that take no arguments (e.g. a ControlNet stand-in), called first; errors are logged."""
 
-    def __init__(self, script, args):
+    def __init__(self, script, args, others=()):
         self.script, self.args, self.errors = script, list(args), []
+        self.alwayson_scripts = [*others, script]
 
     def _call(self, name, p, *extra, **kwargs):
-        try:
-            getattr(self.script, name)(p, *extra, *self.args, **kwargs)
-        except Exception:
-            self.errors.append(traceback.format_exc())
+        for script in self.alwayson_scripts:
+            try:
+                if script is self.script:
+                    getattr(script, name)(p, *extra, *self.args, **kwargs)
+                elif hasattr(script, name):
+                    getattr(script, name)(p, *extra, **kwargs)
+            except Exception:
+                self.errors.append(traceback.format_exc())
 
     def before_process(self, p): self._call("before_process", p)
     def process(self, p): self._call("process", p)
@@ -152,9 +158,9 @@ class Runner:
     def postprocess(self, p, processed): self._call("postprocess", p, processed)
 
 
-def process_images(p, script, args):
+def process_images(p, script, args, others=()):
     """processing.process_images: before_process, process, per-iteration batch hooks and sampling, postprocess."""
-    p.scripts = Runner(script, args)
+    p.scripts = Runner(script, args, others)
     p.all_seeds = [p.seed + i for i in range(p.batch_size * p.n_iter)]
     p.scripts.before_process(p)
     p.scripts.process(p)

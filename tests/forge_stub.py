@@ -7,6 +7,12 @@ main (dfdcbab6):
 - backend/memory_management.py: a loaded clone keeps its object patches until another clone of the model loads;
 - backend/sampling/sampling_function.py: per call, conds carry the ControlNet, conditioning modifiers run, and
   transformer_options is a shallow copy of model_options["transformer_options"] plus cond_or_uncond and sigmas;
+  each linked ControlNet gets those options, then get_control runs before the U-Net (calc_cond_uncond_batch 260-268);
+- backend/patcher/controlnet.py: ControlNet.get_control (292-339: the previous unit first, the model function
+  wrapper or the model itself, control_merge) and control_merge (225-265: outputs to 'output' and 'middle', summed
+  per index with the previous unit's); the stub skips the timestep range, weighting and the sigma scaling of x;
+- backend/nn/unet.py apply_control (44-52): a residual that cannot be added is dropped with
+  "warning control could not be applied";
 - backend/nn/unet.py: the U-Net forward order (block modifiers, input_block_patch before hs.append,
   output_block_patch before a plain torch.cat), TimestepEmbedSequential's dispatch with Upsample(output_shape=hs[-1]
   .shape), SpatialTransformer setting block_index, and BasicTransformerBlock's attn1 replace lookup.
@@ -38,6 +44,16 @@ class StubUnetPatcher:
         self.model_options = {"transformer_options": {}}
         self.controlnet_linked_list = None
         self.clones_made = 0
+
+    def add_patched_controlnet(self, cnet):
+        cnet.previous_controlnet = self.controlnet_linked_list
+        self.controlnet_linked_list = cnet
+
+    def set_transformer_option(self, k, v):
+        self.model_options.setdefault("transformer_options", {})[k] = v
+
+    def set_controlnet_model_function_wrapper(self, wrapper):
+        self.set_transformer_option("controlnet_model_function_wrapper", wrapper)
 
     @classmethod
     def around(cls, unet: nn.Module) -> StubUnetPatcher:
@@ -130,8 +146,62 @@ class StubForge:
         to = patcher.model_options["transformer_options"].copy()
         to["cond_or_uncond"] = [0, 1]
         to["sigmas"] = sigmas
+        control = None
         with torch.no_grad():
-            return unet_forward(patcher.model.diffusion_model, x, timesteps, context, to)
+            if patcher.controlnet_linked_list is not None:
+                p = patcher.controlnet_linked_list
+                while p is not None:
+                    p.transformer_options = to
+                    p = p.previous_controlnet
+                control = patcher.controlnet_linked_list.get_control(x, timesteps, {"c_crossattn": context}, 2)
+            return unet_forward(patcher.model.diffusion_model, x, timesteps, context, to, control)
+
+
+class StubControlNet:
+    """backend/patcher/controlnet.py ControlNet, on what get_control does with its inner model's outputs."""
+
+    def __init__(self, control_model, hint, strength=1.0):
+        self.control_model, self.cond_hint, self.strength = control_model, hint, strength
+        self.previous_controlnet, self.transformer_options, self.device = None, {}, hint.device
+
+    def get_control(self, x_noisy, t, cond, batched_number):
+        control_prev = None
+        if self.previous_controlnet is not None:
+            control_prev = self.previous_controlnet.get_control(x_noisy, t, cond, batched_number)
+        wrapper = self.transformer_options.get("controlnet_model_function_wrapper", None)
+        if wrapper is not None:
+            control = wrapper(x=x_noisy, hint=self.cond_hint, timesteps=t.float(), context=cond["c_crossattn"], y=None,
+                              model=self, inner_model=self.control_model)
+        else:
+            control = self.control_model(x=x_noisy, hint=self.cond_hint.to(self.device), timesteps=t.float(),
+                                         context=cond["c_crossattn"], y=None)
+        return self.control_merge(control, control_prev)
+
+    def control_merge(self, control_output, control_prev):
+        out = {"input": [], "middle": [], "output": []}
+        for i, x in enumerate(control_output):
+            key = "middle" if i == len(control_output) - 1 else "output"
+            out[key].append(x * self.strength)
+        if control_prev is not None:
+            for key in ("input", "middle", "output"):
+                o = out[key]
+                for i, prev_val in enumerate(control_prev[key]):
+                    if i >= len(o):
+                        o.append(prev_val)
+                    elif prev_val is not None:
+                        o[i] = prev_val if o[i] is None else o[i] + prev_val  # Forge: o[i] += prev_val
+        return out
+
+
+def apply_control(h, control, name):
+    if control is not None and name in control and len(control[name]) > 0:
+        ctrl = control[name].pop()
+        if ctrl is not None:
+            try:
+                h += ctrl
+            except Exception:
+                print("warning control could not be applied", h.shape, ctrl.shape)
+    return h
 
 
 def attention_function(q, k, v, heads, mask=None):
@@ -144,7 +214,7 @@ def attention_function(q, k, v, heads, mask=None):
     return out.reshape(b, heads, -1, d).permute(0, 2, 1, 3).reshape(b, -1, inner)
 
 
-def unet_forward(unet, x, timesteps, context, to):
+def unet_forward(unet, x, timesteps, context, to, control=None):
     to["original_shape"] = list(x.shape)
     to["transformer_index"] = 0
     patches = to.get("patches", {})
@@ -153,15 +223,17 @@ def unet_forward(unet, x, timesteps, context, to):
     for i, block in enumerate(unet.input_blocks):
         to["block"] = ("input", i)
         h = _modified(h, "before", to)
-        h = _modified(_run_block(block, h, emb, context, to), "after", to)
+        h = apply_control(_run_block(block, h, emb, context, to), control, "input")
+        h = _modified(h, "after", to)
         for patch in patches.get("input_block_patch", []):
             h = patch(h, to)
         hs.append(h)
     to["block"] = ("middle", 0)
-    h = _modified(_run_block(unet.middle_block, _modified(h, "before", to), emb, context, to), "after", to)
+    h = apply_control(_run_block(unet.middle_block, _modified(h, "before", to), emb, context, to), control, "middle")
+    h = _modified(h, "after", to)
     for j, block in enumerate(unet.output_blocks):
         to["block"] = ("output", j)
-        hsp = hs.pop()
+        hsp = apply_control(hs.pop(), control, "output")
         for patch in patches.get("output_block_patch", []):
             h, hsp = patch(h, hsp, to)
         h = torch.cat([h, hsp], dim=1)  # no resize: Forge raises on a size mismatch

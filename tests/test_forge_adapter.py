@@ -14,7 +14,7 @@ from torch import nn
 
 from hidiffusion_ext import HiDiffusionSettings, UnsupportedModelError, apply_hidiffusion
 from hidiffusion_ext.forge.downsample import RauDownsample
-from hidiffusion_ext.forge.unet_patch import CONTROLNET, NOT_A_UNET, REFINER, forge_unsupported_reason, patch_forge_unet
+from hidiffusion_ext.forge.unet_patch import NOT_A_UNET, REFINER, forge_unsupported_reason, patch_forge_unet
 
 TOLERANCE = 1e-5
 STEPS, SEED = 10, 1234
@@ -222,38 +222,6 @@ def test_other_attn1_replace_is_windowed_not_dropped(ldm_unet):
     ours, _ = _forge_path(patcher, HiDiffusionSettings(), (0,), x, context)
     _assert_close(ours, reference, "with another attn1 replace")
     assert batches == [4 * x.shape[0]]  # called once, on the 4 windows of each row
-
-
-def _mswmsa_only_reference(unet, steps, x, context):
-    return _ldm_path(unet, HiDiffusionSettings(raunet=False), steps, x, context)[0]
-
-
-def test_controlnet_present_at_patch_time_skips_raunet(ldm_unet):
-    unet = ldm_unet("sd1")
-    patcher = StubUnetPatcher.around(unet)
-    patcher.controlnet_linked_list = object()
-    x, context = _inputs(unet, (32, 32))
-    ours, result = _forge_path(patcher, HiDiffusionSettings(), (0, 1), x, context)
-    assert result.notes == [CONTROLNET]
-    assert result.stats.rad_forwards == 0 and result.stats.windowed_calls > 0
-    _assert_close(ours, _mswmsa_only_reference(unet, (0, 1), x, context), "ControlNet first")
-
-
-def test_controlnet_added_after_hidiffusion_skips_raunet(ldm_unet):
-    """ControlNet's script may clone our clone: the patches it carries still share this pass's state."""
-    unet = ldm_unet("sd1")
-    x, context = _inputs(unet, (32, 32))
-    result = patch_forge_unet(StubUnetPatcher.around(unet), steps=STEPS, seed=SEED, attention=attention_function)
-    assert result.notes == []
-    with_control = result.patcher.clone()
-    with_control.controlnet_linked_list = object()
-    forge, ours = StubForge(), []
-    for i in (0, 1):
-        result.set_step(i)
-        ours.append(forge.denoise(with_control, x, _timesteps(i), context))
-    forge.unload()
-    assert result.notes == [CONTROLNET] and result.stats.forwards == 2 and result.stats.rad_forwards == 0
-    _assert_close(ours, _mswmsa_only_reference(unet, (0, 1), x, context), "ControlNet after")
 
 
 def test_repatch_while_a_stale_clone_is_loaded(ldm_unet):

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple
 
 from . import msw_msa, raunet
-from .geometry import STOCK, ForwardGeometry, forward_geometry
+from .control_encoder import fit_residuals, under_geometry
+from .geometry import STOCK, ForwardGeometry, feature_sizes, forward_geometry
 from .presets import BlockRoles, ResolvedSchedule, resolve
 from .settings import HiDiffusionSettings
 from .unet_map import UNetMap
@@ -93,6 +94,7 @@ class HiDiffusionPass(ABC):
         self._resolved: Dict[Tuple[int, int], ResolvedSchedule] = {}
         self._state = ForwardState()
         self._warned = False
+        self._control_warned: Set[str] = set()
 
     @abstractmethod
     def remove(self) -> None:
@@ -162,6 +164,32 @@ class HiDiffusionPass(ABC):
         self.stats.windowed_calls += 1
         self.stats.modified_steps.add(self.step)
         return grid
+
+    # -- ControlNet (design.md §12) ---------------------------------------------------------------------
+    def run_control_encoder(self, encoder, latent_hw: Tuple[int, int], call, label: str) -> list:
+        """One call of a ControlNet ``encoder`` (``call()``), under the geometry the U-Net forward on ``latent_hw``
+        will have at this step; its residuals come back with exactly the skips' sizes."""
+        geometry = self.geometry_for(latent_hw)
+        with under_geometry(encoder, self.roles, geometry):
+            residuals = call()
+        self.stats.control_forwards += geometry.changes_sizes
+        return self.fit_control(residuals, latent_hw, label, geometry=geometry)
+
+    def fit_control(self, residuals, latent_hw: Tuple[int, int], label: str, positions=None, geometry=None) -> list:
+        """The guard: residuals average-pooled to the sizes they are added at, with one warning per model and pass.
+
+        ``positions`` index ``feature_sizes`` (skips, then the middle); by default residual i goes to skip i and the
+        last one to the middle block, as a ControlNet's outputs do.
+        """
+        sizes = feature_sizes(self.unet_map, self.roles, latent_hw, geometry or self.geometry_for(latent_hw))
+        if positions is None:
+            positions = [*range(len(residuals) - 1), len(sizes) - 1]
+        fitted, changed = fit_residuals(list(residuals), [sizes[min(i, len(sizes) - 1)] for i in positions])
+        if changed and label not in self._control_warned:
+            self._control_warned.add(label)
+            log.warning("HiDiffusion: control model %s gave residuals that do not follow RAU-Net's sizes; "
+                        "average-pooled them to the skip sizes", label)
+        return fitted
 
     def _warn_once(self, message: str) -> None:
         if not self._warned:

@@ -54,3 +54,19 @@ def block_restore(h: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
 def upsample_to(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     """Nearest upsampling to the next skip's size, x4 after a RAD and exact for odd sizes (design.md §4.4)."""
     return F.interpolate(x, size=tuple(size), mode="nearest")
+
+
+def pool_to_size(x: torch.Tensor, size: Tuple[int, int]) -> Tuple[torch.Tensor, bool]:
+    """Fit a residual to its skip's size without ever dropping it (design.md §12): 2x2 ceil-mode average pooling,
+    which is what RAU-Net itself does, while that lands exactly; adaptive average pooling otherwise.
+
+    Returns the tensor and whether the ceil-mode pooling alone was exact.
+    """
+    target = (int(size[0]), int(size[1]))
+    while tuple(x.shape[-2:]) != target and all(s > t for s, t in zip(x.shape[-2:], target)):
+        x = block_pool(x)
+    if tuple(x.shape[-2:]) == target:
+        return x, True
+    if all(s >= t for s, t in zip(x.shape[-2:], target)):
+        return F.adaptive_avg_pool2d(x, target), False
+    return F.interpolate(x, size=target, mode="bilinear"), False  # never seen: RAU-Net only ever shrinks a skip

@@ -9,7 +9,8 @@ every patch, and dropping it is the undo. Block roles, presets and step semantic
 - an object patch swaps the RAD Downsample for one running the same conv dilated (forge_downsample.py);
 - Forge's Upsample already interpolates to the next skip's size (output_shape = hs[-1].shape; design.md §4.4);
 - attn1 replace patches window q/k/v on the MSW-MSA transformers (forge_attention.py);
-- a conditioning modifier notices ControlNet, whose residuals only fit the stock feature sizes.
+- a ControlNet model function wrapper runs every ControlNet encoder under the same geometry (forge/controlnet.py),
+  and a conditioning modifier keeps RAU-Net off for control types that cannot follow it (T2I-Adapter, LLLite).
 Patches are plain closures: Forge deep-copies model_options on clone(), which would copy a bound method's
 object, and a clone of this clone (ControlNet makes one) must still share this pass's state.
 """
@@ -25,6 +26,7 @@ from ..core.settings import HiDiffusionSettings
 from ..core.shifts import ShiftRng, make_shift_source
 from ..core.unet_map import UNetMap, UnsupportedModelError, inspect_unet, is_downsample, transformer_blocks
 from . import attention as forge_attention
+from . import controlnet
 from .downsample import RauDownsample, stock_conv
 
 log = logging.getLogger("hidiffusion")
@@ -33,7 +35,6 @@ UNET_PATH = "diffusion_model"  # object-patch names are dotted paths from the KM
 TAG = "_hidiffusion_forge"  # marks this adapter's patches, so re-patching a patched patcher never stacks them
 NOT_A_UNET = "not applied: Flux/SD3/Chroma are not U-Nets"
 REFINER = "not applied: SDXL refiner layout not supported"
-CONTROLNET = "RAU-Net skipped: ControlNet residuals need the stock feature sizes (MSW-MSA still on)"
 
 AttnKey = Tuple[str, int, int]  # Forge's attn1 replace key: (block name, block index, transformer index)
 
@@ -83,13 +84,10 @@ class ForgeHiDiffusion(HiDiffusionPass):
             def pool_patch(h, transformer_options):
                 return self.pool(h) if self._state.pool and transformer_options.get("block") == pool_block else h
 
-            def control_watch(model, x, timestep, uncond, cond, cond_scale, model_options, seed):
-                if any(c.get("control") is not None for c in [*cond, *(uncond or [])]):
-                    self.skip_raunet(CONTROLNET)
-                return model, x, timestep, uncond, cond, cond_scale, model_options, seed
-
             clone.set_model_input_block_patch(_tag(pool_patch))
-            clone.add_conditioning_modifier(_tag(control_watch))
+            prior = clone.model_options.get("transformer_options", {}).get(controlnet.WRAPPER_KEY)
+            clone.set_controlnet_model_function_wrapper(_tag(controlnet.controlnet_wrapper(self, prior)))
+            clone.add_conditioning_modifier(_tag(controlnet.control_watch(self)))
             if rad_target is not None:
                 name, op = rad_target
                 clone.add_object_patch(name, RauDownsample(op, rad_active=lambda: self._state.rad))
@@ -134,11 +132,12 @@ def patch_forge_unet(
     shifts = make_shift_source(shift_rng, seed, len(attn_keys))
     non_aggressive = is_non_aggressive_model(unet_map, model_name)
     handle = ForgeHiDiffusion(unet_map, family, roles, settings, steps, shifts, non_aggressive, attention)
-    if settings.raunet and getattr(unet_patcher, "controlnet_linked_list", None) is not None:
-        handle.skip_raunet(CONTROLNET)
-
     clone = unet_patcher.clone()
     _strip_own_patches(clone)
+    note = controlnet.blocker(controlnet.linked_controlnets(getattr(clone, "controlnet_linked_list", None)),
+                              clone.model_options)
+    if settings.raunet and note:
+        handle.skip_raunet(note)
     handle._install(clone, rad_target, attn_keys)
     handle.patcher = clone
     return handle
@@ -213,6 +212,11 @@ def _strip_own_patches(clone) -> None:
     replaces = _attn1_replaces(clone)
     for key in [k for k, p in replaces.items() if _is_tagged(p)]:
         del replaces[key]
+    wrapper = options.get(controlnet.WRAPPER_KEY)
+    if _is_tagged(wrapper):  # an earlier pass's ControlNet wrapper: restore what it had chained
+        options.pop(controlnet.WRAPPER_KEY)
+        if wrapper._hidiffusion_prior is not None:
+            options[controlnet.WRAPPER_KEY] = wrapper._hidiffusion_prior
     for name in [n for n, obj in clone.object_patches.items() if isinstance(obj, RauDownsample)]:
         del clone.object_patches[name]  # its schedule belonged to the earlier pass
 

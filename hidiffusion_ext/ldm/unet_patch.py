@@ -22,6 +22,7 @@ from ..core.presets import BlockRoles, block_roles, detect_family, is_non_aggres
 from ..core.settings import HiDiffusionSettings
 from ..core.shifts import ShiftRng, make_shift_source
 from ..core.unet_map import UNetMap, inspect_unet, is_downsample, is_upsample, transformer_blocks
+from . import control_patch
 from .patch_ledger import PatchLedger, sweep
 
 _ACTIVE: weakref.WeakKeyDictionary[nn.Module, HiDiffusionHandle] = weakref.WeakKeyDictionary()
@@ -35,6 +36,7 @@ class HiDiffusionHandle(HiDiffusionPass):
         super().__init__(unet_map, family, roles, settings, steps, shifts, non_aggressive_model)
         self.unet_ref = weakref.ref(unet)
         self._ledger = PatchLedger()
+        self._control_models = set()
 
     def remove(self) -> None:
         if self.removed:
@@ -44,6 +46,20 @@ class HiDiffusionHandle(HiDiffusionPass):
         if unet is not None and _ACTIVE.get(unet) is self:
             del _ACTIVE[unet]
         self._ledger.undo()
+
+    def patch_control(self, kind: str, model: nn.Module, encoder: Optional[nn.Module] = None, label: str = "") -> None:
+        """Make one sd-webui-controlnet unit follow this pass's RAU-Net geometry (ldm/control_patch.py).
+
+        ``model`` is what the hook loop calls (``param.control_model``), ``encoder`` the cldm ControlNet inside it,
+        ``kind`` control_patch.CONTROLNET or T2I_ADAPTER. Undone with the pass.
+        """
+        if not self.settings.raunet:
+            return  # stock sizes all pass long: nothing to follow
+        self.stats.control_units += 1
+        if id(model) not in self._control_models:  # two units may share one model: one override serves both
+            self._control_models.add(id(model))
+            make_forward = control_patch.control_forward(self, kind, encoder, label or type(model).__name__)
+            self._ledger.override_forward(model, make_forward)
 
     def __enter__(self) -> HiDiffusionHandle:
         return self

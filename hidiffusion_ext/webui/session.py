@@ -15,8 +15,9 @@ from typing import Dict, List, Optional, Tuple
 from ..core.pass_state import HiDiffusionPass
 from ..core.unet_map import UnsupportedModelError
 from ..forge.unet_patch import forge_unsupported_reason, patch_forge_unet
+from ..ldm.patch_ledger import sweep
 from ..ldm.unet_patch import apply_hidiffusion, remove_hidiffusion
-from . import fields, host_model, infotext
+from . import controlnet_units, fields, host_model, infotext
 from .arguments import HiDiffusionArgumentError, ScriptArgs
 from .pass_plan import PassPlan, PassSpec, plan_pass
 from .step_tracking import img2img_executed_steps, step_from_denoiser
@@ -87,7 +88,18 @@ class Generation:
             patch = patch_forge_unet(forge.unet, plan.settings, **common)
             forge.unet = patch.patcher  # the clone is the undo (Forge resets forge_objects every pass)
         else:
+            units = controlnet_units.a1111_units(p)
+            lllite = next((unit for unit in units if unit.kind == controlnet_units.LLLITE), None)
+            if lllite is not None:
+                self._note(controlnet_units.LLLITE_NOTE.format(label=lllite.label))
+                return
             patch = apply_hidiffusion(unet, plan.settings, **common)
+            try:
+                for unit in units:
+                    patch.patch_control(unit.kind, unit.model, unit.encoder, unit.label)
+            except BaseException:
+                patch.remove()
+                raise
         self.current = self.passes[key] = PassRecord(key, plan, patch)
 
     def on_denoiser_call(self, params) -> None:
@@ -103,10 +115,12 @@ class Generation:
         record.patch.remove()
         stats, resolved = record.patch.stats, record.patch.resolved_for(record.latent_hw)
         for note in record.patch.notes:
-            self._note(note)
-        log.info("HiDiffusion %s %dx%d: %s; %d U-Net calls (%d RAD, %d pooled, %d windowed attn), "
+            self._note(note, echo=False)  # the patch logged it when it happened
+        control = (f"; {stats.control_units} control unit{'s' if stats.control_units != 1 else ''} under RAU-Net "
+                   f"geometry ({stats.control_forwards} resized calls)") if stats.control_units else ""
+        log.info("HiDiffusion %s %dx%d: %s; %d U-Net calls (%d RAD, %d pooled, %d windowed attn)%s, "
                  "%.1f s sampling", record.name, record.latent_hw[1] * 8, record.latent_hw[0] * 8, resolved.describe(),
-                 stats.forwards, stats.rad_forwards, stats.pool_forwards, stats.windowed_calls, record.seconds)
+                 stats.forwards, stats.rad_forwards, stats.pool_forwards, stats.windowed_calls, control, record.seconds)
 
     # -- results ----------------------------------------------------------------------------------------
     @property
@@ -116,7 +130,7 @@ class Generation:
     def write_infotext(self, extra_generation_params: dict) -> None:
         for key in fields.infotext_keys():
             extra_generation_params.pop(key, None)
-        if self.modified:
+        if self.modified or self.notes:  # a change, or a reason why none could be made: both belong to the image
             notes = self.notes + self._idle_part_notes()
             extra_generation_params.update(infotext.to_infotext(self.args, "; ".join(notes) or None))
 
@@ -135,10 +149,11 @@ class Generation:
             notes.append("MSW-MSA ran on no step")
         return notes
 
-    def _note(self, message: str) -> None:
+    def _note(self, message: str, echo: bool = True) -> None:
         if message not in self.notes:
             self.notes.append(message)
-            log.warning("HiDiffusion: %s", message)
+            if echo:
+                log.warning("HiDiffusion: %s", message)
 
 
 # -- module-level lifecycle, called by the script ---------------------------------------------------------
@@ -200,6 +215,9 @@ def cleanup(p=None) -> None:
     unet = getattr(getattr(model, "model", None), "diffusion_model", None)
     if unet is not None:
         remove_hidiffusion(unet)
+    for unit in controlnet_units.a1111_units(p) if p is not None else ():
+        if hasattr(unit.model, "modules"):
+            sweep(unit.model)  # a ControlNet model keeps living between generations
 
 
 def _wrap_sample(p) -> None:
