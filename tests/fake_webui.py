@@ -7,6 +7,7 @@ exceptions, a sampling exception propagates (postprocess is skipped), an interru
 
 import os
 import sys
+import time
 import traceback
 from types import SimpleNamespace
 
@@ -124,6 +125,9 @@ def _sample(p):
     if shared.state.interrupted:
         return samples
     p.is_hr_pass = True
+    started = time.perf_counter()  # sample_hr_pass decodes the first pass (non-latent upscalers) inside p.sample
+    time.sleep(getattr(p, "decode_seconds", 0.0))
+    p.decode_window = (started, time.perf_counter())
     samples = torch.nn.functional.interpolate(samples, size=(p.hr_upscale_to_y // 8, p.hr_upscale_to_x // 8))
     p.scripts.before_hr(p)
     _before_every_sampling(p, samples)

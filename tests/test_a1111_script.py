@@ -216,3 +216,15 @@ def test_forge_host_patches_a_clone_per_pass_without_doubling_the_hires_call(une
     assert not original.object_patches and not original.model_options["transformer_options"].get("patches")
     p.forge_runtime.unload()
     assert untouched(unet)
+
+
+def test_pass_seconds_time_the_unet_sampling_only(unet, script):
+    """A1111's hires pass decodes the first pass inside p.sample: that time belongs to neither pass."""
+    p = fake_webui.make_p(unet, width=256, height=256, enable_hr=True, hr_scale=2)
+    p.decode_seconds = 0.3
+    fake_webui.process_images(p, script, args())
+    first, hires = webui_session.last.passes[(0, False)], webui_session.last.passes[(0, True)]
+    decode_start, decode_end = p.decode_window
+    assert first.first_call < first.last_return <= decode_start
+    assert decode_end <= hires.first_call < hires.last_return
+    assert 0 < first.seconds < decode_start - first.first_call + 1e-9 and hires.seconds > 0

@@ -198,7 +198,8 @@ def test_resolved_schedule_follows_the_tab_and_the_model(ldm_unet):
                        if d["trigger"] == "load" and d["outputs"] == [readout.markdown._id])
         assert on_load().splitlines() == [  # a reloaded page shows the controls as built: the text follows
             "**Resolved for SD1/SD2** (HiDiffusion is off)",
-            "- first pass 512x512, 20 steps: RAU-Net off (auto: not above 1.5x the native area); MSW-MSA on"]
+            "- first pass 512x512, 20 steps: RAU-Net off (auto: not above 1.5x the native area); MSW-MSA on; "
+            "≈ −41% U-Net compute"]
         _change_handler(blocks, steps, readout.markdown)(12)
         with gr.Blocks():
             script.ui(False)  # the API's second call leaves the tab's readout alone

@@ -8,5 +8,7 @@
 - raunet: RAU-Net's tensor operations (dilated conv, pool, restore, sized upsample).
 - msw_msa: MSW-MSA's tensor operations (window grid, partition, reverse).
 - shifts: where the window shifts come from (seeded per step by default).
+- control_encoder: ControlNet encoders under the U-Net's geometry, and the guard that fits other residuals.
 - pass_state: one sampling pass (step, decisions, shifts, statistics) and the contract every adapter's patch keeps.
+- cost_model: multiply-adds of a U-Net forward per block, and what a resolved schedule saves.
 """

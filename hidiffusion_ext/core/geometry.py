@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Tuple
+from typing import TYPE_CHECKING, Tuple
 
-from .presets import BlockRoles
 from .schedule import RauSchedule
-from .unet_map import UNetMap
+
+if TYPE_CHECKING:
+    from .presets import BlockRoles
+    from .unet_map import UNetMap
 
 Size = Tuple[int, int]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
@@ -53,32 +54,61 @@ def window_grid(hw: Tuple[int, int], k: int) -> WindowGrid:
     return WindowGrid(h, w, (wh, ww), ((wh // 4) * k, (ww // 4) * k))
 
 
+def rolled(grid: WindowGrid) -> bool:
+    """The reference rolls only when the vertical shift is positive (design.md §5 step 4)."""
+    return grid.shift[0] > 0
+
+
+@functools.lru_cache(maxsize=64)
+def _window_order(grid: WindowGrid, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(order, inverse) on the even 2wh x 2ww grid: order[k] is the grid token that becomes windowed token k.
+
+    The cyclic shift and the 2x2 split folded into one gather index, so partition and reverse copy once each.
+    """
+    wh, ww = grid.window
+    sh, sw = grid.shift if rolled(grid) else (0, 0)
+    rows = (torch.arange(2 * wh).view(2, wh) + sh) % (2 * wh)  # [window row, row in window] -> grid row
+    cols = (torch.arange(2 * ww).view(2, ww) + sw) % (2 * ww)
+    order = (rows.view(2, 1, wh, 1) * (2 * ww) + cols.view(1, 2, 1, ww)).reshape(-1)
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel())
+    return order.to(device), inverse.to(device)
+
+
 def window_partition(x: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
-    """B x (h*w) x C tokens -> 4B x (wh*ww) x C windows, batch-major, row-major windows."""
+    """B x (h*w) x C tokens -> 4B x (wh*ww) x C windows, batch-major, row-major windows.
+
+    One copy: a permute for an unshifted even grid, else one gather that also applies the shift. An odd grid is
+    first resized as the reference does (in the same NCHW layout, so the bicubic result is bit for bit the same).
+    """
     b, _, c = x.shape
     wh, ww = grid.window
-    x = x.view(b, grid.height, grid.width, c)
+    if not grid.resized and not rolled(grid):
+        windows = x.view(b, 2, wh, 2, ww, c).permute(0, 1, 3, 2, 4, 5).contiguous()
+        return windows.view(b * 4, wh * ww, c)
+    tokens = x
     if grid.resized:
-        x = F.interpolate(x.permute(0, 3, 1, 2).contiguous(), size=(2 * wh, 2 * ww), mode="bicubic")
-        x = x.permute(0, 2, 3, 1).contiguous()
-    if grid.shift[0] > 0:  # the reference rolls only when the vertical shift is positive (design.md §5 step 4)
-        x = torch.roll(x, shifts=(-grid.shift[0], -grid.shift[1]), dims=(1, 2))
-    x = x.view(b, 2, wh, 2, ww, c).permute(0, 1, 3, 2, 4, 5).contiguous()
-    return x.view(b * 4, wh * ww, c)
+        x = x.view(b, grid.height, grid.width, c).permute(0, 3, 1, 2).contiguous()
+        tokens = F.interpolate(x, size=(2 * wh, 2 * ww), mode="bicubic").view(b, c, -1).transpose(1, 2)
+    order, _ = _window_order(grid, x.device)
+    return tokens.index_select(1, order).view(b * 4, wh * ww, c)
 
 
 def window_reverse(windows: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
-    """Inverse of window_partition: 4B x (wh*ww) x C -> B x (h*w) x C."""
+    """Inverse of window_partition: 4B x (wh*ww) x C -> B x (h*w) x C, again with one copy (plus an odd grid's resize)."""
     wh, ww = grid.window
     c = windows.shape[-1]
     b = windows.shape[0] // 4
-    x = windows.reshape(b, 2, 2, wh, ww, c).permute(0, 1, 3, 2, 4, 5).contiguous().view(b, 2 * wh, 2 * ww, c)
-    if grid.shift[0] > 0:
-        x = torch.roll(x, shifts=(grid.shift[0], grid.shift[1]), dims=(1, 2))
-    if grid.resized:
-        x = F.interpolate(x.permute(0, 3, 1, 2).contiguous(), size=(grid.height, grid.width), mode="bicubic")
-        x = x.permute(0, 2, 3, 1).contiguous()
-    return x.view(b, grid.height * grid.width, c)
+    if not grid.resized and not rolled(grid):
+        x = windows.reshape(b, 2, 2, wh, ww, c).permute(0, 1, 3, 2, 4, 5).contiguous()
+        return x.view(b, grid.height * grid.width, c)
+    flat = windows.reshape(b, 4 * wh * ww, c)
+    _, inverse = _window_order(grid, windows.device)
+    if not grid.resized:
+        return flat.index_select(1, inverse)
+    x = flat.transpose(1, 2).index_select(2, inverse).view(b, c, 2 * wh, 2 * ww)
+    x = F.interpolate(x, size=(grid.height, grid.width), mode="bicubic")
+    return x.permute(0, 2, 3, 1).reshape(b, grid.height * grid.width, c)
 
 
 def windowed_attention(attend: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, grid: WindowGrid) -> torch.Tensor:

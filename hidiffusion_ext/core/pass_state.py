@@ -9,12 +9,14 @@ and the statistics.
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple
 
 from . import msw_msa, raunet
 from .control_encoder import fit_residuals, under_geometry
+from .cost_model import schedule_ratio
 from .geometry import STOCK, ForwardGeometry, feature_sizes, forward_geometry
 from .presets import BlockRoles, ResolvedSchedule, resolve
 from .settings import HiDiffusionSettings
@@ -89,6 +91,7 @@ class HiDiffusionPass(ABC):
         self.notes: List[str] = []  # what the infotext's "HiDiffusion note" must say about this pass
         self.raunet_skipped = False  # a part of the pipeline (e.g. a control type) cannot follow RAU-Net's sizes
         self.removed = False
+        self.last_forward_end: Optional[float] = None  # perf_counter() when the latest U-Net forward returned
         self._shifts = shifts
         self._non_aggressive_model = non_aggressive_model
         self._resolved: Dict[Tuple[int, int], ResolvedSchedule] = {}
@@ -142,6 +145,16 @@ class HiDiffusionPass(ABC):
         self.stats.pool_forwards += self._state.pool
         if self._state.geometry.changes_sizes:
             self.stats.modified_steps.add(self.step)
+
+    def end_forward(self) -> None:
+        """The U-Net forward returned (its last block ran): the end of the pass's sampling time so far."""
+        self.last_forward_end = time.perf_counter()
+
+    def predicted_ratio(self, latent_hw: Tuple[int, int]) -> float:
+        """The cost model's U-Net compute of this pass over the stock one (core/cost_model.py)."""
+        raunet_on = self.settings.raunet and not self.raunet_skipped
+        return schedule_ratio(self.unet_map, self.roles, self.family, latent_hw, self.resolved_for(latent_hw).schedule,
+                              raunet_on, self.settings.mswmsa)
 
     def pool(self, h):
         self._state.pre_pool_size = tuple(h.shape[-2:])

@@ -14,6 +14,8 @@ from typing import Dict, List, Tuple
 
 from torch import nn
 
+from .cost_model import BlockCost, costs_of
+
 
 class UnsupportedModelError(ValueError):
     """The model is not a U-Net layout HiDiffusion can patch; nothing was changed."""
@@ -56,6 +58,7 @@ class UNetMap:
     upsample_blocks: Tuple[int, ...]  # output blocks that end in an Upsample
     attention_levels: Tuple[int, ...]
     in_channels: int
+    block_costs: Tuple[BlockCost, ...] = ()  # input blocks, the middle block, output blocks (core/cost_model.py)
 
     def first_input_block(self, level: int) -> int:
         return next(i for i in range(1, self.n_blocks) if self.input_level[i] == level and not self.is_down(i))
@@ -117,6 +120,7 @@ def inspect_unet(unet: nn.Module) -> UNetMap:
         upsample_blocks=tuple(upsamples),
         attention_levels=attention_levels,
         in_channels=first_conv.in_channels if first_conv is not None else 0,
+        block_costs=costs_of([*inputs, unet.middle_block, *outputs], lambda m: is_downsample(m) or is_upsample(m)),
     )
 
 

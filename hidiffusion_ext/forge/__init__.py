@@ -3,4 +3,5 @@
 - unet_patch: the U-Net adapter (ForgeHiDiffusion, patch_forge_unet, forge_unsupported_reason).
 - downsample: the dilated downsampler as an object patch.
 - attention: MSW-MSA on Forge's attn1-replace contract (projected q, k, v).
+- controlnet: Forge's ControlNet encoders under the pass's RAU-Net geometry (a model function wrapper).
 """

@@ -65,7 +65,7 @@ class ForgeHiDiffusion(HiDiffusionPass):
 
     # -- installation on the clone -----------------------------------------------------------------------
     def _install(self, clone, rad_target, attn_keys: List[AttnKey]) -> None:
-        first_block, pool_block = ("input", 0), ("input", self.roles.pool_block)
+        first_block, pool_block, last_block = ("input", 0), ("input", self.roles.pool_block), ("last", 0)
         restore_block = ("output", self.roles.restore_block)
 
         def block_modifier(h, when, transformer_options):
@@ -77,6 +77,8 @@ class ForgeHiDiffusion(HiDiffusionPass):
                 self.begin_forward((int(shape[-2]), int(shape[-1])))
             elif when == "after" and block == restore_block:
                 h = self.restore(h)  # after the block ran, i.e. on the next output block's input
+            elif when == "after" and block == last_block:
+                self.end_forward()
             return h
 
         clone.add_block_modifier(_tag(block_modifier))

@@ -7,6 +7,7 @@ Host imports (``modules.*``, ``gradio``) happen only inside functions, so every 
 - xyz_axes: X/Y/Z plot axes.
 - step_tracking: the sampler step of a U-Net call, from the CFG denoiser.
 - host_model: what is read off the webui's loaded model (U-Net, name, 768-v).
+- controlnet_units: the active ControlNet units, read from the ControlNet extension's own state (A1111).
 - pass_plan: the one decision per sampling pass (parts, steps, seed, family, resolved schedule), for patching and display.
 - tab_preview: the passes a tab's values will run, and the resolved-schedule text for them.
 - readout: the live resolved-schedule line under the controls.

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from ..core.presets import ResolvedSchedule, detect_family, is_non_aggressive_model, resolve
+from ..core.cost_model import describe_saving, schedule_ratio
+from ..core.presets import ResolvedSchedule, block_roles, detect_family, is_non_aggressive_model, plan_for, resolve
 from ..core.settings import HiDiffusionSettings
 from ..core.unet_map import UNetMap
 from .arguments import ScriptArgs
@@ -51,6 +52,7 @@ class PassPlan:
     raunet_off_reason: Optional[str]  # set when RAU-Net is on but not allowed on this pass
     settings: HiDiffusionSettings  # what the adapter gets: family resolved, parts as decided
     resolved: ResolvedSchedule
+    compute_ratio: float = 1.0  # the cost model's U-Net compute with HiDiffusion over without (core/cost_model.py)
 
     @property
     def touched(self) -> bool:
@@ -70,7 +72,7 @@ class PassPlan:
         else:
             rau = "RAU-Net off" + (f" ({self.raunet_off_reason})" if self.raunet_off_reason else "")
         msw = "MSW-MSA on" if self.mswmsa else "MSW-MSA off"
-        return f"{self.spec.name} {w}x{h}, {self.spec.steps} steps: {rau}; {msw}"
+        return f"{self.spec.name} {w}x{h}, {self.spec.steps} steps: {rau}; {msw}; {describe_saving(self.compute_ratio)}"
 
 
 def native_latent(family: str, v_prediction_768: bool = False) -> int:
@@ -97,9 +99,11 @@ def plan_pass(args: ScriptArgs, model: ModelInfo, spec: PassSpec) -> PassPlan:
     raunet, mswmsa = args.raunet and raunet_ok, args.mswmsa and mswmsa_ok
     settings = args.settings(raunet=raunet, mswmsa=mswmsa, family=family)
     resolved = resolve(family, spec.latent_hw, spec.steps, settings, is_non_aggressive_model(model.unet_map, model.name))
+    roles = block_roles(model.unet_map, plan_for(family))
     return PassPlan(
         spec=spec, family=family, raunet=raunet, mswmsa=mswmsa,
         untouched_reason=None if (raunet_ok or mswmsa_ok) else f"apply to: {args.apply_to}",
         raunet_off_reason=AUTO_GATE_NOTE if args.raunet and not raunet_ok else None,
         settings=settings, resolved=resolved,
+        compute_ratio=schedule_ratio(model.unet_map, roles, family, spec.latent_hw, resolved.schedule, raunet, mswmsa),
     )

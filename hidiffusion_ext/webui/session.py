@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from ..core.cost_model import describe_saving
 from ..core.pass_state import HiDiffusionPass
 from ..core.unet_map import UnsupportedModelError
 from ..forge.unet_patch import forge_unsupported_reason, patch_forge_unet
@@ -36,8 +37,15 @@ class PassRecord:
     key: Tuple[int, bool]  # (batch iteration, hires)
     plan: PassPlan
     patch: HiDiffusionPass  # HiDiffusionHandle (A1111) or ForgeHiDiffusion (Forge): the same contract
-    started: float = field(default_factory=time.perf_counter)
-    seconds: float = 0.0
+    first_call: Optional[float] = None  # perf_counter() at the pass's first denoiser call
+    last_return: Optional[float] = None  # ... when its last U-Net forward returned
+
+    @property
+    def seconds(self) -> float:
+        """U-Net sampling time: first denoiser call to last U-Net return (A1111 decodes inside p.sample; not counted)."""
+        if self.first_call is None or self.last_return is None:
+            return 0.0
+        return max(0.0, self.last_return - self.first_call)
 
     @property
     def name(self) -> str:
@@ -104,6 +112,8 @@ class Generation:
 
     def on_denoiser_call(self, params) -> None:
         if self.current is not None:
+            if self.current.first_call is None:
+                self.current.first_call = time.perf_counter()
             step, steps = step_from_denoiser(params)
             self.current.patch.set_step(step, steps)
 
@@ -111,16 +121,18 @@ class Generation:
         record, self.current = self.current, None
         if record is None:
             return
-        record.seconds = time.perf_counter() - record.started
+        record.last_return = record.patch.last_forward_end
         record.patch.remove()
         stats, resolved = record.patch.stats, record.patch.resolved_for(record.latent_hw)
         for note in record.patch.notes:
             self._note(note, echo=False)  # the patch logged it when it happened
         control = (f"; {stats.control_units} control unit{'s' if stats.control_units != 1 else ''} under RAU-Net "
                    f"geometry ({stats.control_forwards} resized calls)") if stats.control_units else ""
-        log.info("HiDiffusion %s %dx%d: %s; %d U-Net calls (%d RAD, %d pooled, %d windowed attn)%s, "
-                 "%.1f s sampling", record.name, record.latent_hw[1] * 8, record.latent_hw[0] * 8, resolved.describe(),
-                 stats.forwards, stats.rad_forwards, stats.pool_forwards, stats.windowed_calls, control, record.seconds)
+        predicted = describe_saving(record.patch.predicted_ratio(record.latent_hw))
+        log.info("HiDiffusion %s %dx%d: %s; %d U-Net calls (%d RAD, %d pooled, %d windowed attn)%s; "
+                 "%.1f s U-Net sampling, %s predicted", record.name, record.latent_hw[1] * 8, record.latent_hw[0] * 8,
+                 resolved.describe(), stats.forwards, stats.rad_forwards, stats.pool_forwards, stats.windowed_calls,
+                 control, record.seconds, predicted)
 
     # -- results ----------------------------------------------------------------------------------------
     @property
