@@ -157,3 +157,12 @@ def test_repatching_restores_the_wrapper_it_chained(ldm_unet):
     wrapper = second.patcher.model_options["transformer_options"]["controlnet_model_function_wrapper"]
     assert wrapper._hidiffusion_prior is earlier  # chained once, not twice
     assert patcher.model_options["transformer_options"]["controlnet_model_function_wrapper"] is earlier
+
+
+def test_a_t2i_adapter_call_through_the_wrapper_gets_the_hint_alone(ldm_unet):
+    """Forge's T2IAdapter.get_control calls the wrapper without x (its features are computed once per size)."""
+    result = patch_forge_unet(StubUnetPatcher.around(ldm_unet("sd1")), SETTINGS, steps=STEPS)
+    wrapper = result.patcher.model_options["transformer_options"][forge_controlnet.WRAPPER_KEY]
+    hint = torch.rand(1, 3, 64, 64)
+    features = wrapper(hint=hint, model=object(), inner_model=lambda h: [h * 2], inner_t2i_model=None)
+    assert torch.equal(features[0], hint * 2)

@@ -4,22 +4,15 @@ Runs Forge's IntegratedUNet2DConditionModel (built under Forge's own operations)
 memory_management.load_models_gpu (which applies and undoes object patches) and calc_cond_uncond_batch (which
 builds transformer_options per call), with Forge's CPU attention kernel: relative error <= 1e-4 in fp32.
 
-Run with FORGE_DIR=/path/to/stable-diffusion-webui-forge (a checkout of main); skipped otherwise. Importing Forge's
-backend needs three things this project does not install; they are stubbed here, for the import only:
-- psutil (a C extension): memory_management reads total/available RAM from it;
-- sentencepiece (a C extension): Forge's vendored gguf imports it for tokenizer vocabularies;
-- diffusers' Flux names (Forge pins diffusers 0.31, this project 0.27.2 for the parity tests): only Flux
-  predictors in backend.modules.k_prediction use them.
+Run with FORGE_DIR=/path/to/stable-diffusion-webui-forge (a checkout of main); skipped otherwise. Forge's backend is
+imported by tests/forge_backend.py (with stand-ins for three packages this project does not install).
 """
 
-import contextlib
 import os
-import sys
-import types
-from types import SimpleNamespace
 
 import pytest
 import torch
+from forge_backend import forge_backend
 
 from hidiffusion_ext import HiDiffusionSettings, UnsupportedModelError, apply_hidiffusion
 from hidiffusion_ext.devtools.models import build_ldm_unet, unet_params
@@ -39,58 +32,10 @@ CASES = {
 }
 
 
-@contextlib.contextmanager
-def _import_stubs():
-    class RAM:
-        total = available = 16 << 30
-
-    saved = {name: sys.modules.get(name) for name in ("psutil", "sentencepiece")}
-    for name, attrs in (("psutil", {"virtual_memory": RAM}), ("sentencepiece", {"SentencePieceProcessor": object})):
-        if saved[name] is None:
-            sys.modules[name] = types.SimpleNamespace(**attrs)
-    import diffusers
-
-    flux_stubbed = not hasattr(diffusers, "FlowMatchEulerDiscreteScheduler")
-    if flux_stubbed:
-        diffusers.FlowMatchEulerDiscreteScheduler = type("FlowMatchEulerDiscreteScheduler", (), {})
-        sys.modules["diffusers.pipelines.flux"] = types.ModuleType("diffusers.pipelines.flux")
-        sys.modules["diffusers.pipelines.flux.pipeline_flux"] = types.SimpleNamespace(calculate_shift=None)
-    try:
-        yield
-    finally:  # the imported Forge modules keep their references; nothing else sees the stubs
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-        if flux_stubbed:
-            del diffusers.FlowMatchEulerDiscreteScheduler
-            sys.modules.pop("diffusers.pipelines.flux.pipeline_flux")
-            sys.modules.pop("diffusers.pipelines.flux")
-
-
 @pytest.fixture(scope="module")
 def forge():
-    sys.path[:0] = [FORGE_DIR, os.path.join(FORGE_DIR, "packages_3rdparty")]  # Forge's launcher adds both
-    with _import_stubs():
-        import backend.args
-
-        backend.args.args.always_cpu = True  # read by memory_management at import: no CUDA here
-        import backend.attention
-        from backend import memory_management
-        from backend.modules.k_model import KModel
-        from backend.modules.k_prediction import Prediction
-        from backend.nn.unet import Downsample, IntegratedUNet2DConditionModel
-        from backend.operations import using_forge_operations
-        from backend.patcher.unet import UnetPatcher
-        from backend.sampling.condition import ConditionCrossAttn
-        from backend.sampling.sampling_function import calc_cond_uncond_batch
-    yield SimpleNamespace(
-        attention=backend.attention, memory_management=memory_management, KModel=KModel, Prediction=Prediction,
-        Downsample=Downsample, IntegratedUNet2DConditionModel=IntegratedUNet2DConditionModel,
-        using_forge_operations=using_forge_operations, UnetPatcher=UnetPatcher, ConditionCrossAttn=ConditionCrossAttn,
-        calc_cond_uncond_batch=calc_cond_uncond_batch,
-    )
-    sys.path.remove(FORGE_DIR)
-    sys.path.remove(os.path.join(FORGE_DIR, "packages_3rdparty"))
+    with forge_backend(FORGE_DIR) as backend:
+        yield backend
 
 
 def forge_config(params: dict, **extra) -> dict:

@@ -51,7 +51,7 @@ def test_partition_and_reverse_bit_for_bit(hw, k, dtype):
 
 
 def test_the_grids_cover_every_path():
-    """Unshifted even (a permute), shifted even (a gather), odd (resize + gather), and the reference's quirk: a
+    """Unshifted even, shifted even, odd (resize + gather), and the reference's quirk: a
     horizontal shift without a vertical one does not roll."""
     grids = [msw_msa.window_grid(hw, k) for hw, k in itertools.product(GRIDS, range(4))]
     assert any(not g.resized and not msw_msa.rolled(g) for g in grids)

@@ -59,7 +59,7 @@ def rolled(grid: WindowGrid) -> bool:
     return grid.shift[0] > 0
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)  # a generation uses a few grids (4 shifts per size)
 def _window_order(grid: WindowGrid, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
     """(order, inverse) on the even 2wh x 2ww grid: order[k] is the grid token that becomes windowed token k.
 
@@ -78,14 +78,11 @@ def _window_order(grid: WindowGrid, device: torch.device) -> Tuple[torch.Tensor,
 def window_partition(x: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
     """B x (h*w) x C tokens -> 4B x (wh*ww) x C windows, batch-major, row-major windows.
 
-    One copy: a permute for an unshifted even grid, else one gather that also applies the shift. An odd grid is
-    first resized as the reference does (in the same NCHW layout, so the bicubic result is bit for bit the same).
+    One copy: a gather that also applies the shift (on CPU it is also faster than a 6-d permute of an unshifted
+    grid). An odd grid is first resized as the reference does, in the same NCHW layout, so bit for bit the same.
     """
     b, _, c = x.shape
     wh, ww = grid.window
-    if not grid.resized and not rolled(grid):
-        windows = x.view(b, 2, wh, 2, ww, c).permute(0, 1, 3, 2, 4, 5).contiguous()
-        return windows.view(b * 4, wh * ww, c)
     tokens = x
     if grid.resized:
         x = x.view(b, grid.height, grid.width, c).permute(0, 3, 1, 2).contiguous()
@@ -99,9 +96,6 @@ def window_reverse(windows: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
     wh, ww = grid.window
     c = windows.shape[-1]
     b = windows.shape[0] // 4
-    if not grid.resized and not rolled(grid):
-        x = windows.reshape(b, 2, 2, wh, ww, c).permute(0, 1, 3, 2, 4, 5).contiguous()
-        return x.view(b, grid.height * grid.width, c)
     flat = windows.reshape(b, 4 * wh * ww, c)
     _, inverse = _window_order(grid, windows.device)
     if not grid.resized:

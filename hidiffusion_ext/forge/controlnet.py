@@ -44,8 +44,11 @@ def controlnet_wrapper(hd_pass: HiDiffusionPass, prior=None):
 
 
 def _run_encoder(kwargs):
-    """What ControlNet.get_control does without a wrapper (the hint on the ControlNet's device)."""
+    """What get_control does without a wrapper: a ControlNet gets x and the hint on its device, a T2I-Adapter
+    (called without x, once per image size) the hint alone."""
     hint = kwargs["hint"]
+    if "x" not in kwargs:
+        return kwargs["inner_model"](hint)
     hint = hint.to(getattr(kwargs.get("model"), "device", hint.device))
     return kwargs["inner_model"](x=kwargs["x"], hint=hint, timesteps=kwargs["timesteps"], context=kwargs["context"],
                                  y=kwargs.get("y"))

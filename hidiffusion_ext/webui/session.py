@@ -96,19 +96,26 @@ class Generation:
             patch = patch_forge_unet(forge.unet, plan.settings, **common)
             forge.unet = patch.patcher  # the clone is the undo (Forge resets forge_objects every pass)
         else:
-            units = controlnet_units.a1111_units(p)
-            lllite = next((unit for unit in units if unit.kind == controlnet_units.LLLITE), None)
-            if lllite is not None:
-                self._note(controlnet_units.LLLITE_NOTE.format(label=lllite.label))
+            patch = self._patch_a1111(p, unet, plan.settings, common)
+            if patch is None:
                 return
-            patch = apply_hidiffusion(unet, plan.settings, **common)
-            try:
-                for unit in units:
-                    patch.patch_control(unit.kind, unit.model, unit.encoder, unit.label)
-            except BaseException:
-                patch.remove()
-                raise
         self.current = self.passes[key] = PassRecord(key, plan, patch)
+
+    def _patch_a1111(self, p, unet, settings, common) -> Optional[HiDiffusionPass]:
+        """The ldm U-Net and the ControlNet units feeding it; None, with a note, when a unit rules HiDiffusion out."""
+        units = controlnet_units.a1111_units(p)
+        lllite = next((unit for unit in units if unit.kind == controlnet_units.LLLITE), None)
+        if lllite is not None:
+            self._note(controlnet_units.LLLITE_NOTE.format(label=lllite.label))
+            return None
+        patch = apply_hidiffusion(unet, settings, **common)
+        try:
+            for unit in units:
+                patch.patch_control(unit.kind, unit.model, unit.encoder, unit.label)
+        except BaseException:
+            patch.remove()
+            raise
+        return patch
 
     def on_denoiser_call(self, params) -> None:
         if self.current is not None:
