@@ -114,6 +114,9 @@ class Bench:
         if self.twin is not None:
             self.configs["reference_baseline"] = self._reference(False)
             self.configs["reference_both"] = self._reference(True)
+        if args.configs:  # a subset, for more repeats of what a comparison needs in the same time
+            wanted = {"baseline", *args.configs}
+            self.configs = {label: run for label, run in self.configs.items() if label in wanted}
 
     def _ours(self, settings):
         def run():
@@ -189,8 +192,8 @@ class Bench:
         configs = {label: {"median_s": statistics.median(s), "min_s": min(s), "max_s": max(s), "runs_s": s,
                            "peak_bytes": max(peaks[label]) if peaks[label] else None} for label, s in seconds.items()}
         median = {label: c["median_s"] for label, c in configs.items()}
-        ratios = {f"{label}/baseline": median[label] / median["baseline"] for label in OURS}
-        if "reference_both" in median:
+        ratios = {f"{label}/baseline": median[label] / median["baseline"] for label in OURS if label in median}
+        if "reference_both" in median and "reference_baseline" in median and "both/baseline" in ratios:
             ratios["reference_both/reference_baseline"] = median["reference_both"] / median["reference_baseline"]
             ratios["ours_both/reference_both"] = median["both"] / median["reference_both"]
             ratios["ours_ratio/reference_ratio"] = ratios["both/baseline"] / ratios["reference_both/reference_baseline"]
@@ -209,7 +212,7 @@ def format_report(r: dict) -> str:
              f"  {'config':<20} {'median s':>9} {'min s':>8} {'max s':>8} {'peak MiB':>9}  {'/ its baseline':>14}  predicted"]
     base = {label: ("reference_baseline" if label.startswith("reference") else "baseline") for label in r["configs"]}
     for label, c in r["configs"].items():
-        ratio = c["median_s"] / r["configs"][base[label]]["median_s"]
+        ratio = c["median_s"] / r["configs"][base[label]]["median_s"] if base[label] in r["configs"] else float("nan")
         peak = f"{c['peak_bytes'] / 2**20:9.0f}" if c["peak_bytes"] is not None else f"{'n/a':>9}"
         predicted = f"{r['predicted'][label]:.3f}" if label in r["predicted"] else ""
         lines.append(f"  {label:<20} {c['median_s']:9.3f} {c['min_s']:8.3f} {c['max_s']:8.3f} {peak}  {ratio:14.3f}  {predicted}")
@@ -328,6 +331,8 @@ def main(argv=None):
     parser.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32")
     parser.add_argument("--repeat", type=int, default=5, help="interleaved timed runs per configuration")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference even if installed")
+    parser.add_argument("--configs", nargs="+", choices=["baseline", *OURS, "reference_baseline", "reference_both"],
+                        help="run only these configurations (and baseline, which every ratio needs)")
     parser.add_argument("--json", help="write the figures to this file")
     parser.add_argument("--overhead", action="store_true", help="measure MSW-MSA's partition/reverse overhead instead")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048], help="image sides for --overhead")
