@@ -27,7 +27,45 @@ from ldm.modules.diffusionmodules.openaimodel import TimestepEmbedSequential, UN
 from ldm.modules.diffusionmodules.util import timestep_embedding
 from torch import nn
 
+from hidiffusion_ext import HiDiffusionSettings
+
 RESIZES = []  # (base size, residual size) of every nearest resize aligned_adding made
+
+# The exactness cases, shared by the stand-in tests and the CONTROLNET_DIR ones.
+STEPS = 10
+SIZES = {"square": (32, 32), "nonsquare": (40, 24), "odd": (33, 25)}
+# (settings, step, expected (RAD, pool)) per phase; N = 10.
+PHASES = {
+    "sd1": {
+        "rad": (HiDiffusionSettings(t1=0.7, t2=0.3), 4, (True, False)),
+        "pool": (HiDiffusionSettings(t1=0.3, t2=0.7), 4, (False, True)),
+        "both": (HiDiffusionSettings(t1=0.7, t2=0.3), 0, (True, True)),
+        "late": (HiDiffusionSettings(t1=0.7, t2=0.3), 8, (False, False)),
+    },
+    "sdxl": {
+        "rad": (HiDiffusionSettings(), 0, (True, False)),  # aggressive: RAD at step 0, pooling 1-3
+        "pool": (HiDiffusionSettings(), 2, (False, True)),
+        "both": (HiDiffusionSettings(t1=0.7, t2=0.3, aggressive="off"), 0, (True, True)),
+        "late": (HiDiffusionSettings(), 8, (False, False)),
+    },
+}
+
+
+def copy_unet_encoder(controlnet: nn.Module, unet: nn.Module) -> None:
+    """The exactness setup: the U-Net's encoder weights, identity zero convs and a hint block that adds zeros.
+
+    Works for this file's ControlEncoder and for sd-webui-controlnet's own cldm.ControlNet (same attribute names).
+    """
+    for name in ("time_embed", "input_blocks", "middle_block", "label_emb"):
+        if hasattr(unet, name):
+            getattr(controlnet, name).load_state_dict(getattr(unet, name).state_dict())
+    for zero_conv in [*controlnet.zero_convs, controlnet.middle_block_out]:
+        conv = zero_conv[0]
+        conv.weight.copy_(torch.eye(conv.in_channels).view(conv.in_channels, conv.in_channels, 1, 1))
+        conv.bias.zero_()
+    last = controlnet.input_hint_block[-1]
+    last.weight.zero_()
+    last.bias.zero_()
 
 
 class ControlEncoder(nn.Module):
@@ -66,16 +104,7 @@ class ControlEncoder(nn.Module):
         return outs
 
     def copy_unet_encoder(self, unet: nn.Module) -> ControlEncoder:
-        """The exactness setup: the U-Net's own encoder weights, identity zero convs and no hint contribution."""
-        for name in ("time_embed", "input_blocks", "middle_block"):
-            getattr(self, name).load_state_dict(getattr(unet, name).state_dict())
-        for zero_conv in [*self.zero_convs, self.middle_block_out]:
-            conv = zero_conv[0]
-            conv.weight.copy_(torch.eye(conv.in_channels).view(conv.in_channels, conv.in_channels, 1, 1))
-            conv.bias.zero_()
-        last = self.input_hint_block[-1]
-        last.weight.zero_()
-        last.bias.zero_()
+        copy_unet_encoder(self, unet)
         return self
 
 

@@ -18,7 +18,7 @@ def test_bench_writes_every_configuration_and_ratio(tmp_path, capsys):
     assert set(report["predicted"]) == {"raunet", "mswmsa", "both"}
     assert "both/baseline" in capsys.readouterr().out
     bench.main(["--table", str(out)])
-    assert "| sd15 (32 ch) | 128² |" in capsys.readouterr().out
+    assert "| sd15 (32 ch) | 128² | 2 | 2 |" in capsys.readouterr().out
 
 
 def test_bench_configs_keeps_baseline(tmp_path):

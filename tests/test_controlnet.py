@@ -12,23 +12,7 @@ from hidiffusion_ext import HiDiffusionSettings, apply_hidiffusion
 from hidiffusion_ext.devtools.models import build_ldm_unet, unet_params
 from hidiffusion_ext.ldm.control_patch import CONTROLNET, T2I_ADAPTER
 
-STEPS = 10
-SIZES = {"square": (32, 32), "nonsquare": (40, 24), "odd": (33, 25)}
-# (settings, step, expected (RAD, pool)) per phase; N = 10.
-PHASES = {
-    "sd1": {
-        "rad": (HiDiffusionSettings(t1=0.7, t2=0.3), 4, (True, False)),
-        "pool": (HiDiffusionSettings(t1=0.3, t2=0.7), 4, (False, True)),
-        "both": (HiDiffusionSettings(t1=0.7, t2=0.3), 0, (True, True)),
-        "late": (HiDiffusionSettings(t1=0.7, t2=0.3), 8, (False, False)),
-    },
-    "sdxl": {
-        "rad": (HiDiffusionSettings(), 0, (True, False)),  # aggressive: RAD at step 0, pooling 1-3
-        "pool": (HiDiffusionSettings(), 2, (False, True)),
-        "both": (HiDiffusionSettings(t1=0.7, t2=0.3, aggressive="off"), 0, (True, True)),
-        "late": (HiDiffusionSettings(), 8, (False, False)),
-    },
-}
+STEPS, SIZES, PHASES = cn.STEPS, cn.SIZES, cn.PHASES
 
 
 def inputs(unet, hw, batch=2, seed=0):

@@ -37,7 +37,7 @@ import pytest
 import torch
 from torch import nn
 
-from hidiffusion_ext import HiDiffusionSettings, apply_hidiffusion
+from hidiffusion_ext import apply_hidiffusion
 from hidiffusion_ext.devtools.models import build_ldm_unet, unet_params
 from hidiffusion_ext.ldm.control_patch import CONTROLNET, T2I_ADAPTER
 
@@ -45,24 +45,8 @@ CONTROLNET_DIR = os.environ.get("CONTROLNET_DIR", "")
 pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(CONTROLNET_DIR, "scripts", "hook.py")),
                                 reason="set CONTROLNET_DIR to an sd-webui-controlnet checkout")
 
-STEPS = 10
+STEPS, SIZES, PHASES = cn.STEPS, cn.SIZES, cn.PHASES
 ADM = 16  # width of the SDXL-shaped nets' vector input y
-SIZES = {"square": (32, 32), "nonsquare": (40, 24), "odd": (33, 25)}
-# (settings, step, expected (RAD, pool)) per phase; N = 10.
-PHASES = {
-    "sd1": {
-        "rad": (HiDiffusionSettings(t1=0.7, t2=0.3), 4, (True, False)),
-        "pool": (HiDiffusionSettings(t1=0.3, t2=0.7), 4, (False, True)),
-        "both": (HiDiffusionSettings(t1=0.7, t2=0.3), 0, (True, True)),
-        "late": (HiDiffusionSettings(t1=0.7, t2=0.3), 8, (False, False)),
-    },
-    "sdxl": {
-        "rad": (HiDiffusionSettings(), 0, (True, False)),  # aggressive: RAD at step 0, pooling 1-3
-        "pool": (HiDiffusionSettings(), 2, (False, True)),
-        "both": (HiDiffusionSettings(t1=0.7, t2=0.3, aggressive="off"), 0, (True, True)),
-        "late": (HiDiffusionSettings(), 8, (False, False)),
-    },
-}
 
 
 # -- the webui's modules, as far as scripts/cldm.py and scripts/hook.py use them ----------------------------------------
@@ -217,20 +201,6 @@ def build_controlnet(ext, shape, seed=11):
     model = ext.cldm.PlugableControlModel(config)
     _randomize_zero_layers(model)
     return model.eval().requires_grad_(False)
-
-
-def copy_unet_encoder(controlnet, unet):
-    """The exactness setup: the U-Net's encoder weights, identity zero convs and a hint block that adds zeros."""
-    for name in ("time_embed", "input_blocks", "middle_block", "label_emb"):
-        if hasattr(unet, name):
-            getattr(controlnet, name).load_state_dict(getattr(unet, name).state_dict())
-    for zero_conv in [*controlnet.zero_convs, controlnet.middle_block_out]:
-        conv = zero_conv[0]
-        conv.weight.copy_(torch.eye(conv.in_channels).view(conv.in_channels, conv.in_channels, 1, 1))
-        conv.bias.zero_()
-    last = controlnet.input_hint_block[-1]
-    last.weight.zero_()
-    last.bias.zero_()
 
 
 def control_params(ext, model, hint, weight=1.0, kind=CONTROLNET):
@@ -418,7 +388,7 @@ def test_real_cldm_residual_i_is_skip_i_bit_for_bit(ext, unets, seen, shape, pha
     settings = settings.replace(mswmsa=False)
     model = build_controlnet(ext, shape)
     with torch.no_grad():
-        copy_unet_encoder(model.control_model, unet)
+        cn.copy_unet_encoder(model.control_model, unet)
     x, t, kwargs, hint = inputs(unet, SIZES[size])
     _, handle, residuals, skips = run(ext, unet, [(model, hint, 1.0)], x, t, kwargs, settings, step)
     assert (handle.geometry_for(SIZES[size]).rad, handle.geometry_for(SIZES[size]).pool) == expected

@@ -227,9 +227,9 @@ def format_report(r: dict) -> str:
 
 def markdown_table(reports: List[dict]) -> str:
     """One row per benchmark run: medians (min-max), peak memory and the ratios, for the README."""
-    rows = ["| model | size | steps | device, dtype | ours base s | ours both s | ours both/base | predicted | "
-            "ref base s | ref both s | ref both/base | ours/ref ratio | peak MiB base → both |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| model | size | steps | repeats | device, dtype | ours base s | ours both s | ours both/base | predicted | "
+            "ref base s | ref both s | ref both/base | ours/ref ratio (paired) | peak MiB base → both |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in reports:
         c = r["configs"]
         cell = functools.partial(_seconds_cell, c)
@@ -237,8 +237,11 @@ def markdown_table(reports: List[dict]) -> str:
         ratios = r["ratios"]
         ref = f"{ratios['reference_both/reference_baseline']:.3f}" if "reference_both/reference_baseline" in ratios else "–"
         versus = f"{ratios['ours_ratio/reference_ratio']:.3f}" if "ours_ratio/reference_ratio" in ratios else "–"
-        rows.append(f"| {r['family']} ({r['width']} ch) | {r['size']}² | {r['steps']} | {r['device_name']}, {r['dtype']} | "
-                    f"{cell('baseline')} | {cell('both')} | {ratios['both/baseline']:.3f} | {r['predicted']['both']:.3f} | "
+        if "ours_ratio/reference_ratio, paired" in ratios:
+            versus += f" ({ratios['ours_ratio/reference_ratio, paired']:.3f})"
+        rows.append(f"| {r['family']} ({r['width']} ch) | {r['size']}² | {r['steps']} | {r['repeat']} | "
+                    f"{r['device_name']}, {r['dtype']} | {cell('baseline')} | {cell('both')} | "
+                    f"{ratios['both/baseline']:.3f} | {r['predicted']['both']:.3f} | "
                     f"{cell('reference_baseline')} | {cell('reference_both')} | {ref} | {versus} | "
                     f"{mib('baseline')} → {mib('both')} |")
     return "\n".join(rows)
