@@ -15,6 +15,7 @@ import torch
 from forge_backend import forge_backend
 
 from hidiffusion_ext import HiDiffusionSettings, UnsupportedModelError, apply_hidiffusion
+from hidiffusion_ext.core.unet_map import inspect_unet
 from hidiffusion_ext.devtools.models import build_ldm_unet, unet_params
 from hidiffusion_ext.forge.downsample import RauDownsample
 from hidiffusion_ext.forge.unet_patch import REFINER, forge_unsupported_reason, patch_forge_unet
@@ -122,6 +123,16 @@ def test_forge_unet_unpatched_matches_ldm(forge, nets):
     x, context = _inputs(_context_dim(ldm), (32, 32))
     ours = _forge_eps(forge, patcher, x, context, 0)
     assert _rel(ours, _ldm_eps(patcher.model.predictor, ldm, x, context, 0)) <= TOLERANCE
+
+
+@pytest.mark.parametrize("shape", ["sd1", "sdxl"])
+def test_forge_operations_priced_like_ldm(nets, shape):
+    """The cost model prices the U-Net Forge builds under its own operations (whose Linear is not an nn.Linear)
+    exactly like the ldm one, so the readout's "≈ −N%" is the same on both hosts."""
+    ldm, patcher = nets(shape)
+    forge_costs = inspect_unet(patcher.model.diffusion_model).block_costs
+    assert forge_costs == inspect_unet(ldm).block_costs
+    assert any(cost.self_attention > 0 for cost in forge_costs)
 
 
 @pytest.mark.parametrize("size", SIZES)

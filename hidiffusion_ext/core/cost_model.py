@@ -3,15 +3,15 @@
 Each block's cost is kept as coefficients at inspection time (what does a pixel, a token, an attention pair cost
 there), so the readout can price any size and schedule without a forward: convs and linear layers per pixel of the
 block's working size, a Downsample's or Upsample's conv per pixel of its output, attention per query-key pair.
-Norms, activations and copies are left out: they are memory-bound, and their share grows as the rest shrinks, which
-is why measured savings fall short of these figures (see the README's benchmark section).
+Norms, activations and copies are left out: they are memory-bound, and their share grows as the rest shrinks. How
+measured time compares with these figures: the README's benchmark section.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence, Tuple
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -34,6 +34,17 @@ class BlockCost:
     per_context_token: float = 0.0  # cross-attention's key and value projections
 
 
+def linear_features(module: nn.Module) -> Optional[Tuple[int, int]]:
+    """(in, out) features of a linear layer, or None.
+
+    Duck-typed: Forge builds its U-Nets under its own operations, whose Linear is an ``nn.Module`` with
+    ``in_features`` / ``out_features`` and no ``nn.Linear`` base, so an isinstance test would price Forge's
+    attention and projections at zero.
+    """
+    features = getattr(module, "in_features", None), getattr(module, "out_features", None)
+    return features if all(isinstance(f, int) for f in features) else None
+
+
 def block_cost(block: nn.Module, is_resample) -> BlockCost:
     """Coefficients of one U-Net block; ``is_resample(module)`` tells a Downsample or Upsample child."""
     per_pixel = per_output = self_attn = cross_attn = per_context = 0.0
@@ -45,14 +56,14 @@ def block_cost(block: nn.Module, is_resample) -> BlockCost:
                 per_output += macs
             else:
                 per_pixel += macs
-        elif isinstance(module, nn.Linear):
-            macs = module.in_features * module.out_features
+        elif linear_features(module) is not None:
+            macs = math.prod(linear_features(module))
             if name.endswith(("attn2.to_k", "attn2.to_v")):
                 per_context += macs
             else:
                 per_pixel += macs
-        elif name.endswith(("attn1", "attn2")) and isinstance(getattr(module, "to_q", None), nn.Linear):
-            width = module.to_q.out_features
+        elif name.endswith(("attn1", "attn2")) and linear_features(getattr(module, "to_q", None)) is not None:
+            width = linear_features(module.to_q)[1]
             if name.endswith("attn1"):
                 self_attn += width
             else:
