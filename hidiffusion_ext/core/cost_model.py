@@ -56,8 +56,8 @@ def block_cost(block: nn.Module, is_resample) -> BlockCost:
                 per_output += macs
             else:
                 per_pixel += macs
-        elif linear_features(module) is not None:
-            macs = math.prod(linear_features(module))
+        elif (features := linear_features(module)) is not None:
+            macs = math.prod(features)
             if name.endswith(("attn2.to_k", "attn2.to_v")):
                 per_context += macs
             else:

@@ -169,23 +169,9 @@ class Bench:
                 for label, (raunet, mswmsa) in OURS.items()}
 
     def run(self) -> dict:
-        memory = Memory(self.device)
-        seconds: Dict[str, List[float]] = {label: [] for label in self.configs}
         peaks: Dict[str, List[int]] = {label: [] for label in self.configs}
         with torch.no_grad(), sdp_attention():
-            for run in self.configs.values():  # warm-up: kernels, allocator, the reference's class swap
-                run()
-            for _ in range(self.args.repeat):
-                for label, run in self.configs.items():  # round-robin: drift hits every configuration alike
-                    memory.start()
-                    _sync(self.device)
-                    start = time.perf_counter()
-                    run()
-                    _sync(self.device)
-                    seconds[label].append(time.perf_counter() - start)
-                    peak = memory.peak()
-                    if peak is not None:
-                        peaks[label].append(peak)
+            seconds = _interleaved(self.configs, self.args.repeat, self.device, Memory(self.device), peaks)
         return self.report(seconds, peaks)
 
     def report(self, seconds, peaks) -> dict:
@@ -304,17 +290,26 @@ def window_overhead(args) -> List[dict]:
     return results
 
 
-def _interleaved(runs: Dict[str, Callable], repeat: int, device) -> Dict[str, List[float]]:
+def _interleaved(runs: Dict[str, Callable], repeat: int, device, memory: Optional[Memory] = None,
+                 peaks: Optional[Dict[str, List[int]]] = None) -> Dict[str, List[float]]:
+    """Seconds per run of each callable: one warm-up each (kernels, allocator, the reference's class swap), then
+    ``repeat`` rounds, round-robin so that a shared machine's drift hits every label alike. With ``memory``, each
+    run's peak goes into ``peaks[label]``."""
     for run in runs.values():
         run()
     times: Dict[str, List[float]] = {label: [] for label in runs}
     for _ in range(repeat):
         for label, run in runs.items():
+            if memory is not None:
+                memory.start()
             _sync(device)
             start = time.perf_counter()
             run()
             _sync(device)
             times[label].append(time.perf_counter() - start)
+            peak = memory.peak() if memory is not None else None
+            if peak is not None:
+                peaks[label].append(peak)
     return times
 
 

@@ -72,7 +72,7 @@ class HiDiffusionHandle(HiDiffusionPass):
         s, roles, ledger = self.settings, self.roles, self._ledger
         inputs, outputs = unet.input_blocks, unet.output_blocks
         ledger.hook(inputs[0], self._begin_forward, pre=True)
-        ledger.hook(getattr(unet, "out", outputs[len(outputs) - 1]), lambda module, args, output: self.end_forward())
+        ledger.hook(getattr(unet, "out", outputs[-1]), lambda module, args, output: self.end_forward())
         if s.raunet:
             if self.family != "sdxl_turbo":  # the reference has no RAD for Turbo (design.md §4.2)
                 down = next(m for m in inputs[roles.rad_block].children() if is_downsample(m))

@@ -38,7 +38,11 @@ class PassRecord:
     plan: PassPlan
     patch: HiDiffusionPass  # HiDiffusionHandle (A1111) or ForgeHiDiffusion (Forge): the same contract
     first_call: Optional[float] = None  # perf_counter() at the pass's first denoiser call
-    last_return: Optional[float] = None  # ... when its last U-Net forward returned
+
+    @property
+    def last_return(self) -> Optional[float]:
+        """perf_counter() when the pass's last U-Net forward returned."""
+        return self.patch.last_forward_end
 
     @property
     def seconds(self) -> float:
@@ -128,7 +132,6 @@ class Generation:
         record, self.current = self.current, None
         if record is None:
             return
-        record.last_return = record.patch.last_forward_end
         record.patch.remove()
         stats, resolved = record.patch.stats, record.patch.resolved_for(record.latent_hw)
         for note in record.patch.notes:
