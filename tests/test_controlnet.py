@@ -222,6 +222,31 @@ def test_generation_with_a_controlnet_unit_runs_raunet_under_its_geometry(sd1, h
     assert all("forward" not in vars(m) and not m._forward_hooks and not m._forward_pre_hooks for m in sd1.modules())
 
 
+def test_a_unit_that_fails_to_patch_leaves_the_unet_and_every_unit_as_they_were(sd1, monkeypatch):
+    """Patching the second unit raises: the U-Net and the first unit are restored before the error surfaces."""
+    from hidiffusion_ext.ldm.unet_patch import HiDiffusionHandle
+
+    module = fake_webui.load_script_module()
+    first, second = controlnet_for(sd1, "sd1"), controlnet_for(sd1, "sd1")
+    before = [cn.fingerprint(first), cn.fingerprint(second)]
+    stock_patch_control, calls = HiDiffusionHandle.patch_control, []
+
+    def fail_on_second(self, *args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise RuntimeError("unit could not be patched (simulated)")
+        return stock_patch_control(self, *args)
+
+    monkeypatch.setattr(HiDiffusionHandle, "patch_control", fail_on_second)
+    hint = torch.rand(1, 3, 640, 640)
+    control = cn.ControlNetScript([cn.unit(first, hint=hint), cn.unit(second, hint=hint)], ["a", "b"])
+    p = fake_webui.make_p(sd1, width=640, height=640, steps=4)
+    fake_webui.process_images(p, module.HiDiffusionScript(), script_args(), others=[control])
+    assert len(calls) == 2 and any("simulated" in error for error in p.scripts.errors)
+    assert cn.same_fingerprint(cn.fingerprint(first), before[0]) and cn.same_fingerprint(cn.fingerprint(second), before[1])
+    assert all("forward" not in vars(m) and not m._forward_hooks and not m._forward_pre_hooks for m in sd1.modules())
+
+
 def test_lllite_unit_keeps_both_parts_off_and_says_why(sd1):
     from hidiffusion_ext.webui import session
 
