@@ -1,12 +1,20 @@
-"""The live "resolved schedule" line under the controls: it follows the tab's size, steps and hires fields.
+"""The live "resolved schedule" line under the controls, computed from the page's current values.
 
-The tab's sliders may be built before or after the accordion (users can reorder the UI), so each one is
-wired when both it and the readout exist. Display only: any failure here is logged and never breaks the UI.
+One pure function (``readout_text``) and one event handler: every input the text depends on (our controls and
+the tab's size, steps, hires and denoising fields) triggers it with ALL of them as inputs, so whichever event
+the server handles last carries every current value. Nothing is kept on the server: two browsers on one
+webui each get their own text, and the order events arrive in does not matter.
+
+Gradio 3.41 (A1111) drops an event while the same listener is still pending (typing "768" can send only "7"):
+each listener is followed by a ``.then`` of the same function, which reads the values again when the first
+one returns, and sliders also fire on release (drag end, number box blur). Gradio 4 (Forge) re-sends the last
+change itself. Display only: any failure here is logged and never breaks the UI.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..core.unet_map import UnsupportedModelError
 from . import fields, host_model
@@ -14,7 +22,6 @@ from .arguments import HiDiffusionArgumentError, parse
 from .tab_preview import TabValues, preview
 
 log = logging.getLogger("hidiffusion")
-_UNREAD = object()  # Readout.text(): the model was not read by the caller
 
 # elem_id after "txt2img_"/"img2img_" -> TabValues field. Hires fix is an InputAccordion, whose checkbox is
 # "txt2img_hr-checkbox". txt2img_denoising_strength is the hires one: the hires pass runs its full hires
@@ -24,6 +31,7 @@ TAB_FIELDS = {
                 "hr_resize_x": "hr_resize_x", "hr_resize_y": "hr_resize_y", "hires_steps": "hr_steps"},
     "img2img": {"width": "width", "height": "height", "steps": "steps", "denoising_strength": "denoising"},
 }
+NO_MODEL = object()  # readout_text(): no model is loaded and the caller wants ``fallback`` for that
 
 
 def loaded_model():
@@ -38,106 +46,115 @@ def loaded_model():
     return host_model.model_info(getattr(sd_models.model_data, "sd_model", None))
 
 
+def tab_values(tab: str, values: Mapping[str, Any]) -> TabValues:
+    """The tab's fields from {TabValues field: UI value}; a missing or unreadable one keeps its default."""
+    result = TabValues(denoising=0.75 if tab == "img2img" else None)
+    for name, value in values.items():
+        if value is None or value == "":
+            continue
+        try:
+            setattr(result, name, bool(value) if name == "hires" else float(value))
+        except (TypeError, ValueError):
+            pass
+    return result
+
+
+def readout_text(tab: str, model_source: Callable[[], Any], controls: Sequence, values: Mapping[str, Any],
+                 fallback: Optional[str] = None) -> str:
+    """The line for these values: ``controls`` in fields.FIELDS order, ``values`` the tab's fields by name.
+
+    The model is read from ``model_source`` at call time (it changes without any event on this tab).
+    ``fallback`` replaces the "no model loaded" text (the page-load hint while the webui is still starting).
+    """
+    try:
+        args = parse([{name: value for name, value in zip(fields.names(), controls) if value not in (None, "")}])
+        model = model_source()
+        if model is None and fallback is not None:
+            return fallback
+        return preview(args, model, tab_values(tab, values))
+    except (HiDiffusionArgumentError, UnsupportedModelError) as error:
+        return f"Resolved schedule: {error}"
+    except Exception as error:  # display only: never an error popup for a slider move
+        log.debug("HiDiffusion: readout failed: %s", error)
+        return "Resolved schedule: not available for this model."
+
+
 class Readout:
-    """One per tab's Script instance: the Markdown component and the values it last saw."""
+    """One per tab's Script instance: which components feed the readout, never their values."""
 
     def __init__(self, is_img2img: bool, model_source=loaded_model):
         self.tab = "img2img" if is_img2img else "txt2img"
-        self.values = self._fresh_values()
-        self.controls = [None] * len(fields.FIELDS)
+        self.controls = []  # our controls, in fields.FIELDS order, once ui() built them
         self.markdown = None
         self.sources = []  # (component, TabValues field), captured from after_component
-        self._built_values = {}  # field -> value the component was built with (what a reloaded page shows)
-        self._built_controls = list(self.controls)
+        self.wiring = 0  # how many times the inputs were wired; only the latest listeners answer
         self._model_source = model_source
 
-    def _fresh_values(self) -> TabValues:
-        return TabValues(denoising=0.75 if self.tab == "img2img" else None)
-
-    def on_page_load(self, fallback: str) -> str:
-        """A (re)loaded page shows every control as built: start again from those values."""
-        self.values = self._fresh_values()
-        for field, value in self._built_values.items():
-            self._remember(field, value)
-        self.controls = list(self._built_controls)
-        return self.initial_text(fallback)
+    @property
+    def attached(self) -> bool:
+        return self.markdown is not None
 
     def capture(self, component, elem_id) -> None:
         prefix = self.tab + "_"
         if not isinstance(elem_id, str) or not elem_id.startswith(prefix):
             return
         field = TAB_FIELDS[self.tab].get(elem_id[len(prefix):])
-        if field is None:
+        if field is None or field in (f for _, f in self.sources):
             return
-        self._built_values[field] = getattr(component, "value", None)
-        self._remember(field, self._built_values[field])
         self.sources.append((component, field))
-        if self.attached:
-            self._wire(component, field)
-
-    @property
-    def attached(self) -> bool:
-        return self.markdown is not None
-
-    def start(self, control_values) -> None:
-        """ui() is about to build the controls with these values (ignored once the tab's readout exists)."""
-        if not self.attached:
-            self.controls = list(control_values)
-            self._built_controls = list(self.controls)
+        if self.attached:  # built after our accordion (a reordered UI): wire again, now with it
+            self._wire()
 
     def attach(self, markdown, controls) -> None:
         """Called by ui() once our controls exist. A second ui() call (the API's, for default arguments, in
         a Blocks that is never shown) leaves the tab's readout as it is."""
         if self.attached:
             return
-        self.markdown = markdown
-        for index, control in enumerate(controls):
-            self._wire(control, index)
-        for component, field in self.sources:
-            self._wire(component, field)
+        self.markdown, self.controls = markdown, list(controls)
+        self._wire()
 
-    def initial_text(self, fallback: str) -> str:
-        """At UI build time the model may still be loading: then the hint until the first change."""
-        try:
-            model = self._model_source()
-        except Exception:
-            return self.text()  # text() explains
-        return self.text(model) if model is not None else fallback
+    def text(self, control_values: Sequence, source_values: Sequence, fallback: Optional[str] = None) -> str:
+        """The text for our controls' values and the captured sources' values (in ``sources`` order)."""
+        named = {field: value for (_, field), value in zip(self.sources, source_values)}
+        return readout_text(self.tab, self._model_source, control_values, named, fallback)
 
-    def text(self, model=_UNREAD) -> str:
-        """The line for the current values; ``model`` when the caller has already read it."""
-        try:
-            args = parse([{name: _ui_value(v) for name, v in zip(fields.names(), self.controls) if v is not None}])
-            return preview(args, self._model_source() if model is _UNREAD else model, self.values)
-        except (HiDiffusionArgumentError, UnsupportedModelError) as error:
-            return f"Resolved schedule: {error}"
-        except Exception as error:  # display only: never an error popup for a slider move
-            log.debug("HiDiffusion: readout failed: %s", error)
-            return "Resolved schedule: not available for this model."
+    def on_page_load(self, fallback: str) -> str:
+        """A (re)loaded page shows every component as built: the text for those values."""
+        return self.text([_built(c) for c in self.controls], [_built(c) for c, _ in self.sources], fallback)
 
-    def update(self, key, value) -> str:
-        """One control or tab field changed: remember it and return the new text."""
-        if isinstance(key, int):
-            self.controls[key] = value
-        else:
-            self._remember(key, value)
-        return self.text()
+    def inputs(self) -> list:
+        return list(self.controls) + [component for component, _ in self.sources]
 
-    def _remember(self, field: str, value) -> None:
-        if value is None:
-            return
-        try:
-            setattr(self.values, field, bool(value) if field == "hires" else float(value))
-        except (TypeError, ValueError):
-            pass
+    def _handler(self, wiring: int, count: int):
+        def on_change(*values):
+            if wiring != self.wiring:  # a later-built field wired every input again: those listeners answer
+                return _unchanged()
+            n = len(self.controls)
+            return self.text(values[:n], values[n:count])
 
-    def _wire(self, component, key) -> None:
-        try:
-            component.change(fn=lambda value, key=key: self.update(key, value), inputs=[component],
-                             outputs=[self.markdown], show_progress="hidden")
-        except Exception as error:  # a component without .change, or a Blocks that is gone
-            log.debug("HiDiffusion: readout not wired to %r: %s", component, error)
+        return on_change
+
+    def _wire(self) -> None:
+        """Every input gets the same handler with every input: .change, then .then, and .release on sliders."""
+        self.wiring += 1
+        inputs = self.inputs()
+        handler = self._handler(self.wiring, len(inputs))
+        listen = dict(fn=handler, inputs=inputs, outputs=[self.markdown], show_progress="hidden")
+        for component in inputs:
+            try:
+                component.change(**listen).then(**listen)
+                if hasattr(component, "release"):
+                    component.release(**listen)
+            except Exception as error:  # a component without these events, or a Blocks that is gone
+                log.debug("HiDiffusion: readout not wired to %r: %s", component, error)
 
 
-def _ui_value(value):
-    return None if value == "" else value
+def _built(component):
+    """The value a component was built with: what a freshly loaded page shows."""
+    return getattr(component, "value", None)
+
+
+def _unchanged():
+    import gradio as gr
+
+    return gr.update()

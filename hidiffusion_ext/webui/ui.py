@@ -22,7 +22,7 @@ SETTINGS_SECTION = ("hidiffusion", "HiDiffusion")
 
 
 def readout_of(script, is_img2img: bool) -> Readout:
-    """The tab's live readout, created by whichever comes first: ui() or a captured size/steps slider."""
+    """The tab's readout wiring, created by whichever comes first: ui() or a captured size/steps slider."""
     readout = getattr(script, "_hidiffusion_readout", None)
     if readout is None:
         readout = script._hidiffusion_readout = Readout(is_img2img)
@@ -71,7 +71,6 @@ def build(script, is_img2img: bool) -> list:
     table = fields.FIELDS
     values = [default(f) for f in table]
     readout = readout_of(script, is_img2img)
-    readout.start(values)
     controls = {}
     switch = next(f for f in table if f.widget_kind == "accordion")
     with InputAccordion(values[table.index(switch)], label=switch.label, elem_id=script.elem_id(switch.name)) as enabled:
@@ -79,7 +78,7 @@ def build(script, is_img2img: bool) -> list:
         controls[switch.name] = enabled
         gr.Markdown(AUTO_TEXT, elem_id=script.elem_id("auto_text"))
         # A callable value is re-run on every page load (Gradio 3 and 4), after the model has loaded. A second
-        # ui() call (the API's, for default arguments) must not reset the tab's readout: plain text there.
+        # ui() call (the API's, for default arguments) is never shown: plain text there.
         initial = READOUT_HINT if readout.attached else (lambda: readout.on_page_load(READOUT_HINT))
         resolved = gr.Markdown(initial, elem_id=script.elem_id("resolved"))
         rows = [f for f in table if f is not switch]
