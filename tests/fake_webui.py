@@ -41,8 +41,9 @@ class CFGDenoiser:
         forge = getattr(self.p.sd_model, "forge_objects", None)
         if forge is not None:  # Forge: the sampler takes forge_objects.unet at sampling time
             out = self.p.forge_runtime.denoise(forge.unet, params.x, timesteps, ctx)
-        else:
-            out = self.p.sd_model.model.diffusion_model(params.x, timesteps, context=ctx)
+        else:  # a host-side tiler (Tiled Diffusion) wraps the model call: p.tiled_unet stands in for it
+            unet_call = getattr(self.p, "tiled_unet", None) or self.p.sd_model.model.diffusion_model
+            out = unet_call(params.x, timesteps, context=ctx)
         cond, uncond = out.chunk(2)
         self.step += 1
         return uncond + 3.0 * (cond - uncond)

@@ -221,7 +221,7 @@ def test_other_attn1_replace_is_windowed_not_dropped(ldm_unet):
     reference, _ = _ldm_path(unet, HiDiffusionSettings(), (0,), x, context)
     ours, _ = _forge_path(patcher, HiDiffusionSettings(), (0,), x, context)
     _assert_close(ours, reference, "with another attn1 replace")
-    assert batches == [4 * x.shape[0]]  # called once, on the 4 windows of each row
+    assert batches == [x.shape[0]] * 4  # once per window, each time with the batch as Forge built it
 
 
 def test_repatch_while_a_stale_clone_is_loaded(ldm_unet):

@@ -32,6 +32,24 @@ class ForwardGeometry:
 STOCK = ForwardGeometry()
 
 
+@dataclass(frozen=True)
+class TileGate:
+    """RAU-Net per forward, from the size the forward really has (design.md §11.7).
+
+    A host that tiles (MultiDiffusion, Tiled Diffusion) or crops (ADetailer) hands the U-Net latents smaller than
+    the pass. Such a forward at or below the model's native area is already at the trained size: shrinking it
+    further would run the deep blocks below it, so it runs stock. A forward of the pass's own size never is gated:
+    the pass plan ("apply to") decides for it.
+    """
+
+    pass_latent: Size
+    native_latent: int
+
+    def native_tile(self, latent_hw: Size) -> bool:
+        area = int(latent_hw[0]) * int(latent_hw[1])
+        return area < self.pass_latent[0] * self.pass_latent[1] and area <= self.native_latent ** 2
+
+
 def forward_geometry(schedule: RauSchedule, step: int, family: str, raunet_on: bool) -> ForwardGeometry:
     """RAD and pooling for the forward at ``step``; Turbo never has a RAD (design.md §4.2)."""
     if not raunet_on:

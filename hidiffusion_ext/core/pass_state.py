@@ -12,12 +12,12 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from . import msw_msa, raunet
 from .control_encoder import fit_residuals, under_geometry
 from .cost_model import schedule_ratio
-from .geometry import STOCK, ForwardGeometry, feature_sizes, forward_geometry
+from .geometry import STOCK, ForwardGeometry, TileGate, feature_sizes, forward_geometry
 from .presets import BlockRoles, ResolvedSchedule, resolve
 from .settings import HiDiffusionSettings
 from .unet_map import UNetMap
@@ -36,6 +36,8 @@ class PassStats:
     modified_steps: Set[int] = field(default_factory=set)
     control_units: int = 0  # ControlNet encoders patched to run under the same RAU-Net geometry
     control_forwards: int = 0  # their forwards that ran under a changed geometry
+    native_tile_forwards: int = 0  # forwards on a tile or crop at native size: RAU-Net off for them (TileGate)
+    yielded_window_calls: int = 0  # windowed-block calls left to another tool that splits the same attention
 
     @property
     def modified(self) -> bool:
@@ -98,6 +100,9 @@ class HiDiffusionPass(ABC):
         self._state = ForwardState()
         self._warned = False
         self._control_warned: Set[str] = set()
+        self.tile_gate: Optional[TileGate] = None  # None (the Python API): every forward follows the schedule
+        self._yielded_windows: Dict[int, str] = {}  # windowed block index -> the tool it is left to
+        self._all_windows_yielded_to: Optional[str] = None
 
     @abstractmethod
     def remove(self) -> None:
@@ -127,6 +132,18 @@ class HiDiffusionPass(ABC):
         self.raunet_skipped = True
         self.add_note(reason)
 
+    def set_tile_gate(self, pass_latent: Tuple[int, int], native_latent: int) -> None:
+        """Forwards smaller than ``pass_latent`` and at most ``native_latent``² run without RAU-Net (tiles, crops)."""
+        self.tile_gate = TileGate((int(pass_latent[0]), int(pass_latent[1])), int(native_latent))
+
+    def yield_windows(self, indices: Optional[Iterable[int]], tool: str) -> None:
+        """Leave windowed blocks ``indices`` (None: all) to ``tool``, which splits the same self-attention
+        (design.md §11.7). The shift is still drawn for them, so the other blocks keep their shifts."""
+        if indices is None:
+            self._all_windows_yielded_to = tool
+        for index in indices or ():
+            self._yielded_windows[int(index)] = tool
+
     def add_note(self, note: str) -> None:
         if note not in self.notes:
             self.notes.append(note)
@@ -135,12 +152,17 @@ class HiDiffusionPass(ABC):
     # -- per forward ------------------------------------------------------------------------------------
     def geometry_for(self, latent_hw: Tuple[int, int]) -> ForwardGeometry:
         """RAD and pooling for a forward on ``latent_hw`` at the current step: the U-Net and ControlNets ask here."""
-        raunet_on = self.settings.raunet and not self.raunet_skipped
+        raunet_on = self.settings.raunet and not self.raunet_skipped and not self._native_tile(latent_hw)
         return forward_geometry(self.resolved_for(latent_hw).schedule, self.step, self.family, raunet_on)
+
+    def _native_tile(self, latent_hw: Tuple[int, int]) -> bool:
+        return self.tile_gate is not None and self.tile_gate.native_tile(latent_hw)
 
     def begin_forward(self, latent_hw: Tuple[int, int]) -> None:
         self._state = ForwardState(latent_hw=latent_hw, geometry=self.geometry_for(latent_hw))
         self.stats.forwards += 1
+        if self.settings.raunet and not self.raunet_skipped and self._native_tile(latent_hw):
+            self.stats.native_tile_forwards += 1
         self.stats.rad_forwards += self._state.rad
         self.stats.pool_forwards += self._state.pool
         if self._state.geometry.changes_sizes:
@@ -167,6 +189,9 @@ class HiDiffusionPass(ABC):
     def window_grid(self, index: int, n_tokens: int, latent_hw: Tuple[int, int]) -> Optional[msw_msa.WindowGrid]:
         """The windows for windowed block ``index`` in this call, or None for plain attention."""
         u = self._shifts.draw(self.step, index)  # drawn first, as the reference does
+        if index in self._yielded_windows or self._all_windows_yielded_to:
+            self.stats.yielded_window_calls += 1
+            return None
         hw = msw_msa.token_grid(latent_hw, n_tokens)
         if hw is None:
             self._warn_once(f"MSW-MSA skipped: {n_tokens} tokens do not form a grid for latent {latent_hw}")

@@ -7,6 +7,7 @@ holds up to rounding: the bicubic resize is linear and its weights sum to one, s
 
 from __future__ import annotations
 
+import sys
 from typing import Callable, Optional
 
 import torch
@@ -26,6 +27,24 @@ def forge_attention(q, k, v, heads, mask=None):
     return backend.attention.attention_function(q, k, v, heads, mask)
 
 
+def host_attention(unet) -> AttentionFunction:
+    """The kernel the host's own CrossAttention calls, looked up at call time where it lives.
+
+    ldm_patched's attention module (Forge Classic, reForge main; ComfyUI lineage) keeps its choice in the module
+    global ``optimized_attention``; Forge's backend (main, Neo) in backend.attention.attention_function. The module is
+    the one the U-Net's attention class is defined in, so the host is recognised by what it has, not by its name.
+    """
+    attn = next((m.attn1 for m in unet.modules() if hasattr(m, "attn1")), None)
+    module = sys.modules.get(type(attn).__module__) if attn is not None else None
+    if module is None or not hasattr(module, "optimized_attention"):
+        return forge_attention
+
+    def ldm_patched_attention(q, k, v, heads, mask=None):
+        return module.optimized_attention(q, k, v, heads, mask)
+
+    return ldm_patched_attention
+
+
 def self_attention(prior: Optional[Attend] = None, attention: Optional[AttentionFunction] = None) -> Attend:
     """Plain self-attention on projected q/k/v: a replace another extension set on the block, else the kernel."""
     if prior is not None:
@@ -38,7 +57,17 @@ def self_attention(prior: Optional[Attend] = None, attention: Optional[Attention
     return attend
 
 
-def windowed(attend: Attend, q, k, v, extra_options: dict, grid: msw_msa.WindowGrid) -> torch.Tensor:
-    """Attention inside the 4 shifted windows of ``grid`` (design.md §5 steps 3-7), on projected q/k/v."""
+def windowed(attend: Attend, q, k, v, extra_options: dict, grid: msw_msa.WindowGrid,
+             per_window: bool = False) -> torch.Tensor:
+    """Attention inside the 4 shifted windows of ``grid`` (design.md §5 steps 3-7), on projected q/k/v.
+
+    ``per_window``: ``attend`` is another tool's attention that reads the batch (StyleAlign shares attention across
+    it, by cond/uncond indices): it gets one call per window with the batch as the host built it.
+    """
     windows = [msw_msa.window_partition(t, grid) for t in (q, k, v)]
-    return msw_msa.window_reverse(attend(*windows, extra_options), grid)
+    if not per_window:
+        return msw_msa.window_reverse(attend(*windows, extra_options), grid)
+    batch = q.shape[0]
+    per = [w.view(batch, 4, *w.shape[1:]) for w in windows]  # windows are batch-major: item b, window i at 4b + i
+    out = torch.stack([attend(*(w[:, i].contiguous() for w in per), extra_options) for i in range(4)], dim=1)
+    return msw_msa.window_reverse(out.view(batch * 4, *out.shape[2:]), grid)

@@ -24,7 +24,7 @@ from ..core.pass_state import ForwardState, HiDiffusionPass, checked_arguments
 from ..core.presets import BlockRoles, block_roles, detect_family, is_non_aggressive_model, plan_for
 from ..core.settings import HiDiffusionSettings
 from ..core.shifts import ShiftRng, make_shift_source
-from ..core.unet_map import UNetMap, UnsupportedModelError, inspect_unet, is_downsample, transformer_blocks
+from ..core.unet_map import UNetMap, UnsupportedModelError, inspect_unet, is_downsample, is_upsample, transformer_blocks
 from . import attention as forge_attention
 from . import controlnet
 from .downsample import RauDownsample, stock_conv
@@ -47,49 +47,65 @@ class ForgeHiDiffusion(HiDiffusionPass):
         super().__init__(unet_map, family, roles, settings, steps, shifts, non_aggressive_model)
         self.patcher = None
         self._attention = attention
+        self._encoders = controlnet.EncoderOverrides(self)  # only for ControlNets that never call the wrapper
 
     def remove(self) -> None:
         """The clone is the undo (the host drops it); from now on its patches also pass everything through."""
         self.removed = True
         self._state = ForwardState()
+        self._encoders.undo()
+
+    def stand_down(self, note: str) -> None:
+        """Run nothing of ours from now on (another tool does the same job on this model), and say why."""
+        self.add_note(note)
+        self.remove()
 
     # -- what the patches do -----------------------------------------------------------------------------
-    def _windowed_attn1(self, index: int, attend, q, k, v, extra_options):
+    def _windowed_attn1(self, index: int, attend, q, k, v, extra_options, per_window: bool = False):
         shape = extra_options.get("original_shape")
         if self.removed or shape is None or k.shape[1] != q.shape[1]:  # not in a pass's U-Net forward, or a context
             return attend(q, k, v, extra_options)
         grid = self.window_grid(index, q.shape[1], (int(shape[-2]), int(shape[-1])))
         if grid is None:
             return attend(q, k, v, extra_options)
-        return forge_attention.windowed(attend, q, k, v, extra_options, grid)
+        return forge_attention.windowed(attend, q, k, v, extra_options, grid, per_window)
 
     # -- installation on the clone -----------------------------------------------------------------------
-    def _install(self, clone, rad_target, attn_keys: List[AttnKey]) -> None:
-        first_block, pool_block, last_block = ("input", 0), ("input", self.roles.pool_block), ("last", 0)
-        restore_block = ("output", self.roles.restore_block)
+    def _install(self, clone, rad_target, attn_keys: List[AttnKey], n_outputs: int) -> None:
+        # Only patch points every host's U-Net forward calls (design.md §16): Forge main, Neo, Classic and reForge
+        # all run input_block_patch before storing a skip and output_block_patch before the concat; reForge main
+        # never calls block modifiers.
+        first_block, pool_block = ("input", 0), ("input", self.roles.pool_block)
+        after_restore, last_block = ("output", self.roles.restore_block + 1), ("output", n_outputs - 1)
 
-        def block_modifier(h, when, transformer_options):
+        def input_patch(h, transformer_options):
             block = transformer_options.get("block")
             if self.removed:
                 return h
-            if when == "before" and block == first_block:
+            if block == first_block:  # input block 0 is the conv_in: nothing before it depends on the plan
                 shape = transformer_options.get("original_shape") or h.shape
                 self.begin_forward((int(shape[-2]), int(shape[-1])))
-            elif when == "after" and block == restore_block:
-                h = self.restore(h)  # after the block ran, i.e. on the next output block's input
-            elif when == "after" and block == last_block:
-                self.end_forward()
+            if block == pool_block and self._state.pool:
+                h = self.pool(h)  # before the host stores the skip, as the reference pools
             return h
 
-        clone.add_block_modifier(_tag(block_modifier))
-        if self.settings.raunet:
-            def pool_patch(h, transformer_options):
-                return self.pool(h) if self._state.pool and transformer_options.get("block") == pool_block else h
+        def output_patch(h, hsp, transformer_options):
+            block = transformer_options.get("block")
+            if self.removed:
+                return h, hsp
+            if block == after_restore:
+                h = self.restore(h)  # output block restore_block's output, before the next block's concat
+            if block == last_block:
+                self.end_forward()  # the pass's time ends one output block (and the out conv) early
+            return h, hsp
 
-            clone.set_model_input_block_patch(_tag(pool_patch))
+        clone.set_model_input_block_patch(_tag(input_patch))
+        clone.set_model_output_block_patch(_tag(output_patch))
+        clone.add_conditioning_modifier(_tag(self._resampling_watch()))
+        if self.settings.raunet:
             prior = clone.model_options.get("transformer_options", {}).get(controlnet.WRAPPER_KEY)
             clone.set_controlnet_model_function_wrapper(_tag(controlnet.controlnet_wrapper(self, prior)))
-            clone.add_conditioning_modifier(_tag(controlnet.control_watch(self)))
+            clone.add_conditioning_modifier(_tag(controlnet.control_watch(self, self._encoders)))
             if rad_target is not None:
                 name, op = rad_target
                 clone.add_object_patch(name, RauDownsample(op, rad_active=lambda: self._state.rad))
@@ -98,12 +114,26 @@ class ForgeHiDiffusion(HiDiffusionPass):
             for index, key in enumerate(attn_keys):
                 prior = replaces.get(key) or replaces.get(key[:2])  # another extension's kernel, windowed
                 attend = forge_attention.self_attention(prior, self._attention)
-                clone.set_model_attn1_replace(_tag(self._attn1_replace(index, attend)), *key)
+                # another tool's attention (StyleAlign's shared attention) runs once per window (design.md §11.7)
+                clone.set_model_attn1_replace(_tag(self._attn1_replace(index, attend, prior is not None, prior)), *key)
 
-    def _attn1_replace(self, index: int, attend):
+    def _resampling_watch(self):
+        """A conditioning modifier: another RAU-Net that object-patched the Downsample/Upsample forwards on a clone
+        made after ours (so after our check in patch_forge_unet) stands us down before the first U-Net call."""
+        def watch(model, *rest):
+            if not self.removed:
+                found = other_resampling_modules(getattr(model, UNET_PATH, None))
+                if found:
+                    self.stand_down(other_rau_net_note(found))
+            return (model, *rest)
+
+        return watch
+
+    def _attn1_replace(self, index: int, attend, per_window: bool, prior=None):
         def attn1_replace(q, k, v, extra_options):
-            return self._windowed_attn1(index, attend, q, k, v, extra_options)
+            return self._windowed_attn1(index, attend, q, k, v, extra_options, per_window)
 
+        attn1_replace._hidiffusion_prior = prior  # put back when a later pass strips this one's patches
         return attn1_replace
 
 
@@ -128,21 +158,78 @@ def patch_forge_unet(
     unet, unet_map = _inspect(unet_patcher) if unet_map is None else (_unet_of(unet_patcher), unet_map)
     family = detect_family(unet_map, settings.family, model_name)
     roles = block_roles(unet_map, plan_for(family))
+    n_outputs = len(unet.output_blocks)
+    if roles.restore_block + 1 >= n_outputs:  # restored on the next output block's input (design.md §16)
+        raise UnsupportedModelError(f"not applied: the pooled path would be restored after the last output block "
+                                    f"({roles.restore_block})")
     attn_keys = windowed_attn1_keys(unet, roles)
     has_rad = settings.raunet and family != "sdxl_turbo"  # the reference has no RAD for Turbo (design.md §4.2)
     rad_target = _rad_target(unet_patcher, unet, roles) if has_rad else None
     shifts = make_shift_source(shift_rng, seed, len(attn_keys))
     non_aggressive = is_non_aggressive_model(unet_map, model_name)
+    attention = attention or forge_attention.host_attention(unet)
     handle = ForgeHiDiffusion(unet_map, family, roles, settings, steps, shifts, non_aggressive, attention)
+    others = other_resampling_patches(unet_patcher, unet)
+    if others:  # e.g. neo_jankhidiffusion ran before us: never stack two RAU-Nets
+        handle.patcher = unet_patcher
+        handle.stand_down(other_rau_net_note(others))
+        return handle
     clone = unet_patcher.clone()
     _strip_own_patches(clone)
     note = controlnet.blocker(controlnet.linked_controlnets(getattr(clone, "controlnet_linked_list", None)),
                               clone.model_options)
     if settings.raunet and note:
         handle.skip_raunet(note)
-    handle._install(clone, rad_target, attn_keys)
+    handle._install(clone, rad_target, attn_keys, n_outputs)
     handle.patcher = clone
     return handle
+
+
+def without_hidiffusion(unet_patcher):
+    """``unet_patcher`` itself, or, when an earlier pass's patches are on it (a host that does not reset
+    forge_objects before the hires pass), a clone without them: a pass never sees another pass's patch."""
+    options = unet_patcher.model_options.get("transformer_options", {})
+    lists = [*options.get("patches", {}).values(), *options.values(), *unet_patcher.model_options.values()]
+    tagged = (any(isinstance(v, list) and any(_is_tagged(p) for p in v) for v in lists)
+              or any(_is_tagged(p) for p in _attn1_replaces(unet_patcher).values())
+              or _is_tagged(options.get(controlnet.WRAPPER_KEY))
+              or any(isinstance(obj, RauDownsample) for obj in unet_patcher.object_patches.values()))
+    if not tagged:
+        return unet_patcher
+    clone = unet_patcher.clone()
+    _strip_own_patches(clone)
+    return clone
+
+
+def other_resampling_patches(unet_patcher, unet) -> List[str]:
+    """Object patches another extension put on this patcher's Downsample/Upsample modules or their forwards."""
+    found = []
+    for name, obj in getattr(unet_patcher, "object_patches", {}).items():
+        if not name.startswith(UNET_PATH + ".") or isinstance(obj, RauDownsample):
+            continue
+        path = name[len(UNET_PATH) + 1:]
+        path = path[:-len(".forward")] if path.endswith(".forward") else path
+        try:
+            target = unet.get_submodule(path)
+        except AttributeError:
+            continue
+        if is_downsample(target) or is_upsample(target):
+            found.append(f"{name} ({type(obj).__name__})")
+    return found
+
+
+def other_resampling_modules(unet) -> List[str]:
+    """Downsample/Upsample modules of the loaded U-Net whose forward another extension replaced on the instance."""
+    if unet is None or not hasattr(unet, "named_modules"):
+        return []
+    return [f"{UNET_PATH}.{name}.forward ({type(m.__dict__['forward']).__name__})" for name, m in unet.named_modules()
+            if "forward" in m.__dict__ and (is_downsample(m) or is_upsample(m))]
+
+
+def other_rau_net_note(found: List[str]) -> str:
+    return (f"not applied: another extension already rewrites this U-Net's Downsample/Upsample ({', '.join(found[:2])}"
+            f"{', ...' if len(found) > 2 else ''}), e.g. neo_jankhidiffusion's RAU-Net; HiDiffusion ran nothing rather "
+            f"than stack two RAU-Nets")
 
 
 def forge_unsupported_reason(unet_patcher) -> Optional[str]:
@@ -213,7 +300,11 @@ def _strip_own_patches(clone) -> None:
                 holder[name] = [p for p in patches if not _is_tagged(p)]
     replaces = _attn1_replaces(clone)
     for key in [k for k, p in replaces.items() if _is_tagged(p)]:
-        del replaces[key]
+        prior = getattr(replaces[key], "_hidiffusion_prior", None)  # another extension's replace we windowed
+        if prior is None:
+            del replaces[key]
+        else:
+            replaces[key] = prior
     wrapper = options.get(controlnet.WRAPPER_KEY)
     if _is_tagged(wrapper):  # an earlier pass's ControlNet wrapper: restore what it had chained
         options.pop(controlnet.WRAPPER_KEY)
@@ -230,3 +321,8 @@ def _tag(fn):
 
 def _is_tagged(fn) -> bool:
     return getattr(fn, TAG, False) is True
+
+
+def is_own_forge_patch(fn) -> bool:
+    """A patch this adapter installed (the conflict check looks past them)."""
+    return _is_tagged(fn)

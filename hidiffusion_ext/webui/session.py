@@ -15,12 +15,12 @@ from typing import Dict, List, Optional, Tuple
 from ..core.cost_model import describe_saving
 from ..core.pass_state import HiDiffusionPass
 from ..core.unet_map import UnsupportedModelError
-from ..forge.unet_patch import forge_unsupported_reason, patch_forge_unet
+from ..forge.unet_patch import forge_unsupported_reason, is_own_forge_patch, patch_forge_unet
 from ..ldm.patch_ledger import sweep
-from ..ldm.unet_patch import apply_hidiffusion, remove_hidiffusion
-from . import controlnet_units, fields, host_model, infotext
+from ..ldm.unet_patch import apply_hidiffusion, remove_hidiffusion, windowed_transformers
+from . import conflicts, controlnet_units, fields, host_model, infotext
 from .arguments import HiDiffusionArgumentError, ScriptArgs
-from .pass_plan import PassPlan, PassSpec, plan_pass
+from .pass_plan import PassPlan, PassSpec, native_latent, plan_pass
 from .step_tracking import img2img_executed_steps, step_from_denoiser
 
 log = logging.getLogger("hidiffusion")
@@ -97,12 +97,16 @@ class Generation:
             return
         common = dict(steps=spec.steps, seed=spec.seed, model_name=model.name, unet_map=model.unet_map)
         if forge:
+            decisions = conflicts.forge_decisions(forge.unet, own=is_own_forge_patch)  # before our clone joins them
             patch = patch_forge_unet(forge.unet, plan.settings, **common)
             forge.unet = patch.patcher  # the clone is the undo (Forge resets forge_objects every pass)
         else:
             patch = self._patch_a1111(p, unet, plan.settings, common)
             if patch is None:
                 return
+            decisions = conflicts.a1111_decisions(p, [tb.attn1 for tb in windowed_transformers(unet, patch.roles)])
+        patch.set_tile_gate(spec.latent_hw, native_latent(plan.family, model.v_768))
+        conflicts.apply_decisions(patch, decisions)
         self.current = self.passes[key] = PassRecord(key, plan, patch)
 
     def _patch_a1111(self, p, unet, settings, common) -> Optional[HiDiffusionPass]:
@@ -138,11 +142,14 @@ class Generation:
             self._note(note, echo=False)  # the patch logged it when it happened
         control = (f"; {stats.control_units} control unit{'s' if stats.control_units != 1 else ''} under RAU-Net "
                    f"geometry ({stats.control_forwards} resized calls)") if stats.control_units else ""
+        tiles = (f"; {stats.native_tile_forwards} tile forwards at native size: RAU-Net off"
+                 if stats.native_tile_forwards else "")
+        yielded = f"; {stats.yielded_window_calls} attn calls left to other tools" if stats.yielded_window_calls else ""
         predicted = describe_saving(record.patch.predicted_ratio(record.latent_hw))
-        log.info("HiDiffusion %s %dx%d: %s; %d U-Net calls (%d RAD, %d pooled, %d windowed attn)%s; "
+        log.info("HiDiffusion %s %dx%d: %s; %d U-Net calls (%d RAD, %d pooled, %d windowed attn)%s%s%s; "
                  "%.1f s U-Net sampling, %s predicted", record.name, record.latent_hw[1] * 8, record.latent_hw[0] * 8,
                  resolved.describe(), stats.forwards, stats.rad_forwards, stats.pool_forwards, stats.windowed_calls,
-                 control, record.seconds, predicted)
+                 control, tiles, yielded, record.seconds, predicted)
 
     # -- results ----------------------------------------------------------------------------------------
     @property

@@ -1,0 +1,155 @@
+"""Other U-Net tools active in a pass, and what HiDiffusion does next to each: compose, yield, or run in a set order.
+
+Checked when a pass is patched, from what the tools left on the model (Forge: the UnetPatcher's patches; A1111:
+the U-Net's modules, the enabled scripts, the selected SD U-Net). The rules and why (design.md §11.7):
+- Deep Shrink (Forge's Kohya HRFix, wcde's sd-webui-kohya-hiresfix, DeepShrinkHires.fix) shrinks the same deep
+  path that RAU-Net shrinks, to the same end: RAU-Net yields for the pass, MSW-MSA stays.
+- HyperTile tiles the same top-level self-attention into smaller tiles than MSW-MSA's 4 windows: MSW-MSA yields
+  on the blocks HyperTile tiles, RAU-Net stays.
+- A tool that replaces the top-level self-attention (StyleAlign's shared attention, any ``set_model_replace_all`` on
+  attn1) runs inside each MSW-MSA window, once per window with the batch as it built it: shared stays shared
+  (within the window), windows stay windows.
+- MultiDiffusion / tiling: composes; a tile at or below the native size runs without RAU-Net (core TileGate).
+- SAG, PAG (middle block), FreeU (skip scaling): compose.
+Every decision is a note for the console and the infotext.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+COMPOSE = "compose"
+RAUNET_YIELDS = "RAU-Net yields"
+WINDOWS_YIELD = "MSW-MSA yields"
+INSIDE_WINDOWS = "inside windows"
+
+DEEP_SHRINK_NOTE = "{tool} shrinks the deep blocks as RAU-Net does: RAU-Net off for this pass, MSW-MSA on"
+HYPERTILE_NOTE = "HyperTile tiles the top-level self-attention: MSW-MSA left to it on {count} of {total} blocks"
+ALL_TILED_NOTE = "{tool} tiles the top-level self-attention: MSW-MSA left to it on every block"
+INSIDE_NOTE = "{tool} replaces the top-level self-attention: it runs inside each MSW-MSA window"
+COMPOSE_NOTE = "{tool}: composes"
+TILING_NOTE = "{tool}: composes; tiles at or below the native size run without RAU-Net"
+
+# Forge: (fragment of a patch's module or name, tool, what it does to the U-Net). Kohya's node keeps ComfyUI's name.
+FORGE_TOOLS = (
+    ("patchmodeladddownscale", "Kohya HRFix (Deep Shrink)", RAUNET_YIELDS),
+    ("kohya", "Kohya HRFix (Deep Shrink)", RAUNET_YIELDS),
+    ("hypertile", "HyperTile", WINDOWS_YIELD),
+    ("stylealign", "StyleAlign", INSIDE_WINDOWS),
+    ("perturbed_attention", "PAG", COMPOSE),
+    ("forge_sag", "SAG", COMPOSE),
+    ("freeu", "FreeU", COMPOSE),
+    ("multidiffusion", "MultiDiffusion", COMPOSE),
+    ("tiled_diffusion", "MultiDiffusion", COMPOSE),
+)
+A1111_DEEP_SHRINK_SCRIPTS = {"KohyaHiresFix": "Kohya Hires.fix (Deep Shrink)"}
+A1111_DEEP_SHRINK_UNETS = {"DeepShrinkHiresFixUNet": "DeepShrinkHires.fix"}
+HYPERTILE_PARAMS = "__webui_hypertile_params"  # what A1111's HyperTile sets on each attn1 it wraps
+
+
+@dataclass(frozen=True)
+class Decision:
+    tool: str
+    action: str
+    note: str
+    windows: Tuple[int, ...] = ()  # WINDOWS_YIELD: the windowed blocks left to the tool (all when empty)
+
+
+def apply_decisions(patch, decisions: Sequence[Decision]) -> List[str]:
+    """Carry the decisions out on a pass's patch; returns the notes (the patch logs each once)."""
+    for decision in decisions:
+        if decision.action == RAUNET_YIELDS and patch.settings.raunet:
+            patch.skip_raunet(decision.note)
+        elif decision.action == WINDOWS_YIELD and patch.settings.mswmsa:
+            patch.yield_windows(decision.windows or None, decision.tool)
+            patch.add_note(decision.note)
+        elif decision.action in (INSIDE_WINDOWS, COMPOSE):
+            patch.add_note(decision.note)
+    return [d.note for d in decisions]
+
+
+# -- Forge and its forks: the patches on the UnetPatcher ----------------------------------------------------
+def forge_decisions(unet_patcher, own=lambda fn: False) -> List[Decision]:
+    """What the tools that patched ``unet_patcher`` before us get; ``own(fn)`` tells HiDiffusion's patches."""
+    options = getattr(unet_patcher, "model_options", {}) or {}
+    transformer = options.get("transformer_options", {})
+    found = {}
+    for kind, fn in _forge_patches(options, transformer):
+        if own(fn):
+            continue
+        tool = _forge_tool(fn)
+        if tool is None and kind == "attn1 top":
+            tool = (_name(fn), INSIDE_WINDOWS)
+        if tool is not None:
+            found.setdefault(tool[0], tool[1])
+    return [_decision(tool, action) for tool, action in found.items()]
+
+
+def _forge_patches(options: dict, transformer: dict) -> Iterable[Tuple[str, object]]:
+    for name, patches in transformer.get("patches", {}).items():
+        for fn in patches if isinstance(patches, (list, tuple)) else ():
+            yield name, fn
+    for key, fn in transformer.get("patches_replace", {}).get("attn1", {}).items():
+        yield ("attn1 top" if key and key[0] in ("input", "output") else "attn1 middle"), fn
+    for name in ("model_function_wrapper", "sampler_cfg_function"):
+        if options.get(name) is not None:
+            yield name, options[name]
+    for fn in options.get("sampler_post_cfg_function", ()) or ():
+        yield "sampler_post_cfg_function", fn
+
+
+def _forge_tool(fn) -> Optional[Tuple[str, str]]:
+    where = f"{_module(fn)}.{_name(fn)}".lower()
+    return next(((tool, action) for fragment, tool, action in FORGE_TOOLS if fragment in where), None)
+
+
+# -- A1111: modules, scripts and the SD U-Net option -----------------------------------------------------
+def a1111_decisions(p, windowed_attn1: Sequence[object]) -> List[Decision]:
+    """What the tools active for ``p`` get; ``windowed_attn1`` are the attn1 modules MSW-MSA windows, in order."""
+    decisions = []
+    tiled = [i for i, attn in enumerate(windowed_attn1) if getattr(getattr(attn, HYPERTILE_PARAMS, None), "enabled", False)]
+    if tiled:
+        decisions.append(Decision("HyperTile", WINDOWS_YIELD,
+                                  HYPERTILE_NOTE.format(count=len(tiled), total=len(windowed_attn1)), tuple(tiled)))
+    for tool in _a1111_deep_shrinks(p):
+        decisions.append(_decision(tool, RAUNET_YIELDS))
+    return decisions
+
+
+def _a1111_deep_shrinks(p) -> List[str]:
+    tools = []
+    runner = getattr(p, "scripts", None)
+    for script in getattr(runner, "alwayson_scripts", ()) or ():
+        tool = A1111_DEEP_SHRINK_SCRIPTS.get(type(script).__name__)
+        args = (getattr(p, "script_args", None) or ())[getattr(script, "args_from", 0):getattr(script, "args_to", 0)]
+        if tool and args and args[0] is True and not getattr(script, "disable", False):
+            tools.append(tool)
+    unet = getattr(_sd_unet(), "current_unet", None)
+    tool = A1111_DEEP_SHRINK_UNETS.get(type(unet).__name__)
+    if tool:
+        tools.append(tool)
+    return tools
+
+
+def _sd_unet():
+    try:
+        from modules import sd_unet
+    except ImportError:  # not in a webui (tests, the Python API)
+        return None
+    return sd_unet
+
+
+# -- helpers ------------------------------------------------------------------------------------------------
+def _decision(tool: str, action: str) -> Decision:
+    notes = {RAUNET_YIELDS: DEEP_SHRINK_NOTE, INSIDE_WINDOWS: INSIDE_NOTE, WINDOWS_YIELD: ALL_TILED_NOTE}
+    note = notes.get(action) or (TILING_NOTE if tool == "MultiDiffusion" else COMPOSE_NOTE)
+    return Decision(tool, action, note.format(tool=tool))
+
+
+def _module(fn) -> str:
+    return str(getattr(fn, "__module__", None) or getattr(type(fn), "__module__", ""))
+
+
+def _name(fn) -> str:
+    return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
