@@ -155,3 +155,27 @@ def test_img2img_follows_denoising_and_has_no_hires(module, loaded):
 
 def _index(blocks, dependency):
     return next(i for i, d in enumerate(blocks.dependencies) if d is dependency)
+
+
+def test_a_fresh_page_loads_the_settings_defaults_of_that_moment(module, loaded, monkeypatch):
+    """A1111's ui-config.json pinned the values it saw at the first start, so a Settings default never reached the
+    page: our controls stay out of it, and each page load sets them (and the readout) from Settings."""
+    from modules import shared
+
+    script = module.HiDiffusionScript()
+    blocks, made, controls = txt2img_tab(script, steps_after_accordion=False)
+    readout = script._hidiffusion_readout
+    loads = {d["outputs"][0]: fn.fn for d, fn in zip(blocks.dependencies, blocks.fns) if d["trigger"] == "load"}
+    page_fields = [f for f in fields.FIELDS if f.settings_page]
+    assert sorted(loads) == sorted([readout.markdown._id] + [controls[fields.FIELDS.index(f)]._id for f in page_fields])
+    assert all(c.do_not_save_to_config for c in controls) and controls[0].accordion.do_not_save_to_config
+    loaded()
+    mswmsa = controls[fields.names().index("mswmsa")]
+    assert loads[mswmsa._id]() is True and "MSW-MSA on" in loads[readout.markdown._id]()
+    monkeypatch.setitem(shared.opts.data, "hidiffusion_default_mswmsa", False)
+    monkeypatch.setitem(shared.opts.data, "hidiffusion_default_enabled", True)
+    assert loads[mswmsa._id]() is False and loads[controls[0]._id]() is True
+    assert loads[readout.markdown._id]().splitlines() == [
+        "**Resolved for SD1/SD2**",
+        "- first pass 512x512, 20 steps: RAU-Net off (auto: not above 1.5x the native area); MSW-MSA off; "
+        "≈ no U-Net compute saved"]

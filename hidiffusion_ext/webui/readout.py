@@ -118,9 +118,12 @@ class Readout:
         named = {field: value for (_, field), value in zip(self.sources, source_values)}
         return readout_text(self.tab, self._model_source, control_values, named, fallback)
 
-    def on_page_load(self, fallback: str) -> str:
-        """A (re)loaded page shows every component as built: the text for those values."""
-        return self.text([_built(c) for c in self.controls], [_built(c) for c, _ in self.sources], fallback)
+    def on_page_load(self, fallback: str, control_values: Optional[Sequence] = None) -> str:
+        """A (re)loaded page shows the tab's fields as built and our controls at ``control_values`` (the Settings
+        defaults they load with; as built when not given): the text for those values."""
+        if control_values is None:
+            control_values = [_built(c) for c in self.controls]
+        return self.text(control_values, [_built(c) for c, _ in self.sources], fallback)
 
     def inputs(self) -> list:
         return list(self.controls) + [component for component, _ in self.sources]

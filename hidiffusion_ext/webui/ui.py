@@ -7,6 +7,7 @@ Dropdown, Radio, Textbox, Markdown, Row, and the webui's own InputAccordion. Too
 
 from __future__ import annotations
 
+import logging
 from itertools import groupby
 
 from . import fields, infotext
@@ -19,6 +20,7 @@ AUTO_TEXT = (
 )
 READOUT_HINT = "The resolved schedule for this tab's size and steps appears here once a model is loaded."
 SETTINGS_SECTION = ("hidiffusion", "HiDiffusion")
+log = logging.getLogger("hidiffusion")
 
 
 def readout_of(script, is_img2img: bool) -> Readout:
@@ -79,7 +81,8 @@ def build(script, is_img2img: bool) -> list:
         gr.Markdown(AUTO_TEXT, elem_id=script.elem_id("auto_text"))
         # A callable value is re-run on every page load (Gradio 3 and 4), after the model has loaded. A second
         # ui() call (the API's, for default arguments) is never shown: plain text there.
-        initial = READOUT_HINT if readout.attached else (lambda: readout.on_page_load(READOUT_HINT))
+        initial = READOUT_HINT if readout.attached else (
+            lambda: readout.on_page_load(READOUT_HINT, [default(f) for f in table]))
         resolved = gr.Markdown(initial, elem_id=script.elem_id("resolved"))
         rows = [f for f in table if f is not switch]
         for _, row in groupby(sorted(rows, key=lambda f: f.row), key=lambda f: f.row):
@@ -87,11 +90,26 @@ def build(script, is_img2img: bool) -> list:
                 for f in row:
                     controls[f.name] = _control(gr, f, values[table.index(f)], script.elem_id(f.name))
     ordered = [controls[f.name] for f in table]
+    for control, f in zip(ordered, table):
+        _follow_settings(control, f)
     readout.attach(resolved, ordered)
     # A callable per key: a paste without the key resets the control (the accordion turns off).
     script.infotext_fields = [(control, _paste(f)) for control, f in zip(ordered, table)]
     script.paste_field_names = [f.infotext for f in table]
     return ordered
+
+
+def _follow_settings(control, field: fields.Field) -> None:
+    """Each page load sets the control to the Settings default of that moment, so a changed default shows in a fresh
+    page. The webui's ui-config.json would pin the value it saw at the first start over it: keep the control out."""
+    control.do_not_save_to_config = True
+    if getattr(control, "accordion", None) is not None:  # InputAccordion: its open state is saved separately
+        control.accordion.do_not_save_to_config = True
+    if field.settings_page:
+        try:  # what a callable value does (Gradio 3 and 4); the InputAccordion also opens with its value
+            control.attach_load_event(lambda: default(field), None)
+        except Exception as error:  # an older Gradio: the built value stays (Settings needs a UI reload)
+            log.debug("HiDiffusion: %s does not follow Settings on page load: %s", field.name, error)
 
 
 def _paste(field: fields.Field):
