@@ -70,6 +70,7 @@ def forge_backend(forge_dir: str):
             import backend.args
 
             backend.args.args.always_cpu = True  # read by memory_management at import: no CUDA here
+            backend.args.args.cpu = True  # Forge Neo's name for it (backend/args.py, ComfyUI-style)
             import backend.attention
             from backend import memory_management
             from backend.misc.image_resize import adaptive_resize

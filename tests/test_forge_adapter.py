@@ -248,9 +248,9 @@ def test_repatching_a_patched_patcher_does_not_stack(ldm_unet):
     ours, second = _forge_path(first.patcher, HiDiffusionSettings(), (0,), x, context)
     _assert_close(ours, reference, "patched twice")
     options = second.patcher.model_options
-    assert len(options["transformer_options"]["block_modifiers"]) == 1
     assert len(options["transformer_options"]["patches"]["input_block_patch"]) == 1
-    assert len(options["conditioning_modifiers"]) == 1
+    assert len(options["transformer_options"]["patches"]["output_block_patch"]) == 1
+    assert len(options["conditioning_modifiers"]) == 2  # the control watch and the other-RAU-Net watch
     assert first.stats.forwards == 0 and second.stats.forwards == 1
 
 
@@ -259,7 +259,12 @@ def test_disabled_parts_add_no_patches(ldm_unet):
     raunet_only = patch_forge_unet(patcher, HiDiffusionSettings(mswmsa=False), steps=STEPS).patcher
     assert "patches_replace" not in raunet_only.model_options["transformer_options"]
     mswmsa_only = patch_forge_unet(patcher, HiDiffusionSettings(raunet=False), steps=STEPS).patcher
-    assert mswmsa_only.object_patches == {} and "patches" not in mswmsa_only.model_options["transformer_options"]
+    options = mswmsa_only.model_options["transformer_options"]
+    assert mswmsa_only.object_patches == {} and "controlnet_model_function_wrapper" not in options
+    pool, restore = options["patches"]["input_block_patch"][0], options["patches"]["output_block_patch"][0]
+    h = torch.ones(1, 4, 8, 8)  # the per-forward patches only read the block index and the size: nothing pooled
+    assert pool(h, {"block": ("input", 1), "original_shape": [1, 4, 8, 8]}) is h
+    assert restore(h, h, {"block": ("output", 3)}) == (h, h)
     replaces = mswmsa_only.model_options["transformer_options"]["patches_replace"]["attn1"]
     assert sorted(replaces) == [("input", 4, 0), ("input", 5, 0), ("output", 3, 0), ("output", 4, 0), ("output", 5, 0)]
 
