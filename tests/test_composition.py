@@ -115,6 +115,8 @@ def test_script_counts_native_tile_forwards_in_the_console_line(ldm_unet, monkey
     stats = webui_session.last.passes[(0, False)].patch.stats
     assert stats.native_tile_forwards == 3 * 4 and stats.rad_forwards == 0 and stats.windowed_calls > 0
     assert any("12 tile forwards at native size: RAU-Net off" in m for m in hidiffusion_log)
+    note = p.extra_generation_params["HiDiffusion note"]
+    assert "first pass: 12 tile forwards at native size ran without RAU-Net" in note and "ran on no step" not in note
 
 
 @pytest.mark.parametrize("latent, expected", [((16, 16), True), ((16, 8), True), ((24, 24), False), ((32, 32), False)])

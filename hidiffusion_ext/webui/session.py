@@ -140,6 +140,9 @@ class Generation:
         stats, resolved = record.patch.stats, record.patch.resolved_for(record.latent_hw)
         for note in record.patch.notes:
             self._note(note, echo=False)  # the patch logged it when it happened
+        if record.patch.stats.native_tile_forwards:  # the console line below counts them
+            self._note(f"{record.name}: {record.patch.stats.native_tile_forwards} tile forwards at native size ran "
+                       "without RAU-Net", echo=False)
         control = (f"; {stats.control_units} control unit{'s' if stats.control_units != 1 else ''} under RAU-Net "
                    f"geometry ({stats.control_forwards} resized calls)") if stats.control_units else ""
         tiles = (f"; {stats.native_tile_forwards} tile forwards at native size: RAU-Net off"
@@ -168,7 +171,8 @@ class Generation:
         records = list(self.passes.values())
         notes = []
         if self.args.raunet and not any(r.patch.stats.rad_forwards or r.patch.stats.pool_forwards for r in records):
-            scheduled = [r for r in records if r.patch.settings.raunet and not r.patch.raunet_skipped]
+            scheduled = [r for r in records if r.patch.settings.raunet and not r.patch.raunet_skipped
+                         and not r.patch.stats.native_tile_forwards]  # tiles are noted on their own
             if scheduled:  # e.g. 2 steps: int(2 * 0.4) = 0
                 resolved = scheduled[0].patch.resolved_for(scheduled[0].latent_hw)
                 notes.append(f"RAU-Net ran on no step ({resolved.schedule.describe()})")
