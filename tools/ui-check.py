@@ -47,15 +47,21 @@ class UiCheck:
         self.gen_size, self.gen_steps, self.gen_timeout = gen_size, gen_steps, gen_timeout
         self.results: List[tuple] = []
         self.shots = 0
-        self.profile = tempfile.mkdtemp(prefix="ui-check-chromium-")
+        self.chromium, self.chromedriver, self.profiles = chromium, chromedriver, []
+        self.driver = self.browser()
+
+    def browser(self):
+        """A fresh headless Chromium with its own profile (a second one is a second user)."""
+        self.profiles.append(tempfile.mkdtemp(prefix="ui-check-chromium-"))
         options = webdriver.ChromeOptions()
-        options.binary_location = chromium
+        options.binary_location = self.chromium
         for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=1600,2400", f"--user-data-dir={self.profile}"):
+                     "--window-size=1600,2400", f"--user-data-dir={self.profiles[-1]}"):
             options.add_argument(flag)
-        self.driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=chromedriver), options=options)
-        self.driver.set_script_timeout(30)
+        driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=self.chromedriver), options=options)
+        driver.set_script_timeout(30)
+        return driver
 
     # ---- reporting -------------------------------------------------------------------------------------------
 
@@ -115,8 +121,9 @@ class UiCheck:
         """The readout text once it has not changed for ``settle`` seconds (a late answer would still show)."""
         element = self.find(f"#{self.readout_id(tab)}")
         last, since, end = None, time.time(), time.time() + timeout
-        while time.time() < end:
-            text = element.text.strip()
+        while time.time() < end:  # its paragraphs and list items, also while the accordion is closed
+            text = self.js("return Array.from(arguments[0].querySelectorAll('p, li'))"
+                           ".map(e => e.textContent.trim()).join('\\n')", element)
             if text != last:
                 last, since = text, time.time()
             elif time.time() - since >= settle:
@@ -151,11 +158,11 @@ class UiCheck:
         wrap.click()
         time.sleep(0.5)
 
-    def dropdown_choose(self, elem_id: str, label: str) -> None:
-        box = self.find(f"#{elem_id} input")
+    def dropdown_choose(self, css: str, label: str) -> None:
+        box = self.find(f"{css} input")
         self.js("arguments[0].scrollIntoView({block: 'center'})", box)
         box.click()
-        option = self.wait(lambda: next((o for o in self.driver.find_elements(By.CSS_SELECTOR, f"#{elem_id} ul.options li")
+        option = self.wait(lambda: next((o for o in self.driver.find_elements(By.CSS_SELECTOR, f"{css} ul.options li")
                                          if o.text.strip() == label), None), 10, f"option {label}")
         option.click()
         time.sleep(0.5)
@@ -166,7 +173,7 @@ class UiCheck:
         box.click()
         self.wait(lambda: self.driver.find_elements(By.CSS_SELECTOR, f"#{elem_id} ul.options li"), 10, "options")
         options = self.js(f"return Array.from(document.querySelectorAll('#{elem_id} ul.options li'))"
-                          ".map(li => li.textContent.trim())")
+                          ".map(li => li.getAttribute('data-value') || li.textContent.replace(/^\\s*✓/, '').trim())")
         box.send_keys(Keys.ESCAPE)
         return options
 
@@ -190,6 +197,7 @@ class UiCheck:
                 self.readout_follows_the_tab()
                 self.generate()
                 self.open_page()
+            self.two_browsers()
             self.img2img_denoising()
             self.paste()
             self.xyz_axes()
@@ -202,7 +210,8 @@ class UiCheck:
             self.shot("browser-error")
         finally:
             self.driver.quit()
-            shutil.rmtree(self.profile, ignore_errors=True)
+            for profile in self.profiles:
+                shutil.rmtree(profile, ignore_errors=True)
         failed = [name for name, ok in self.results if not ok]
         print(f"\n{len(self.results) - len(failed)} of {len(self.results)} checks passed" +
               (": failed " + "; ".join(failed) if failed else ""))
@@ -290,6 +299,30 @@ class UiCheck:
         self.check("txt2img: Hires. fix off again: no hires pass in the readout", not ticked and "hires pass" not in text,
                    text)
 
+    def two_browsers(self) -> None:
+        """A second user on the same webui types other sizes: each page keeps its own readout."""
+        first, self.driver = self.driver, self.browser()
+        second = self.driver
+        try:
+            self.open_page()
+            self.tick("txt2img")
+            self.type_number("txt2img_width", "1024")
+            self.type_number("txt2img_height", "640")
+            self.driver = first
+            self.type_number("txt2img_width", "640")
+            self.type_number("txt2img_height", "1024")
+            mine = self.readout("txt2img")
+            self.driver = second
+            theirs = self.readout("txt2img")
+            self.shot("second-browser")
+        finally:
+            self.driver = first
+            second.quit()
+        self.check("two browsers at once: each readout follows its own page (640x1024 here, 1024x640 there)",
+                   "first pass 640x1024" in mine and "first pass 1024x640" in theirs, f"{mine!r} / {theirs!r}")
+        self.type_number("txt2img_width", "768")
+        self.type_number("txt2img_height", "768")
+
     def img2img_denoising(self) -> None:
         self.tick("img2img")
         self.type_number("img2img_steps", "20")
@@ -349,13 +382,13 @@ class UiCheck:
 
     def xyz_axes(self) -> None:
         self.main_tab("txt2img")
-        self.dropdown_choose("script_list", "X/Y/Z plot")
+        self.dropdown_choose("#tab_txt2img #script_list", "X/Y/Z plot")
         options = self.dropdown_options("script_txt2img_xyz_plot_x_type")
         ours = [o for o in options if o.startswith("[HiDiffusion]")]
         self.check("txt2img: the X/Y/Z plot's X type offers the HiDiffusion axes", all(a in options for a in AXES),
                    ", ".join(ours))
         self.shot("xyz-axes")
-        self.dropdown_choose("script_list", "None")
+        self.dropdown_choose("#tab_txt2img #script_list", "None")
 
     def settings_values(self) -> dict:
         values = {}
