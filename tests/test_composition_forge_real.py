@@ -14,9 +14,8 @@ from types import SimpleNamespace
 
 import fake_webui
 import pytest
-import test_forge_real as forge_real
+import test_forge_controlnet_real as cnr
 import torch
-from forge_backend import forge_backend
 
 from hidiffusion_ext import HiDiffusionSettings
 from hidiffusion_ext.devtools.models import unet_params
@@ -32,19 +31,7 @@ pytestmark = pytest.mark.skipif(not os.path.isdir(os.path.join(FORGE_DIR, "backe
 BUILTIN = os.path.join(FORGE_DIR, "extensions-builtin")
 STEPS, SEED = 10, 1234
 SIZE = (32, 32)
-
-
-@pytest.fixture(scope="module")
-def fc():
-    with forge_backend(FORGE_DIR) as backend:
-        yield backend
-
-
-@pytest.fixture(scope="module")
-def base(fc):
-    patcher = forge_real._forge_patcher(fc, unet_params("sd1"))
-    yield patcher
-    fc.memory_management.unload_model_clones(patcher)
+fc, base = cnr.fc, cnr.base  # the same fixtures: Forge's backend, and the SD1-shaped patcher built on it
 
 
 def tool(relative_path: str):
@@ -74,24 +61,8 @@ def hidiffusion(patcher, settings=HiDiffusionSettings(), native=None):
     return result, decisions
 
 
-def denoise(fc, patcher, x, context, step):
-    """tests/test_forge_controlnet_real.denoise (Forge's prepare, sampling_function at CFG 7, cleanup) for a batch."""
-    batch = x.shape[0]
-    fc.sampling.sampling_prepare(patcher, x)
-    model = SimpleNamespace(forge_objects=SimpleNamespace(unet=patcher))
-    denoiser = SimpleNamespace(inner_model=SimpleNamespace(inner_model=model), p=SimpleNamespace(seeds=[SEED] * batch))
-    params = SimpleNamespace(x=x, sigma=torch.full((batch,), 14.6 * 0.7**step), image_cond=None,
-                             text_cond=context[:1].repeat(batch, 1, 1), text_uncond=context[1:].repeat(batch, 1, 1))
-    try:
-        with torch.no_grad():
-            denoised, _, _ = fc.sampling.sampling_function(denoiser, params, 7.0, [[(0, 1.0)]] * batch)
-    finally:
-        fc.sampling.sampling_cleanup(patcher)
-    return denoised
-
-
 def run(fc, result, x, context, steps=(0,)):
-    outputs = [result.set_step(step) or denoise(fc, result.patcher, x, context, step) for step in steps]
+    outputs = [result.set_step(step) or cnr.denoise(fc, result.patcher, x, context, step) for step in steps]
     result.remove()
     return outputs
 

@@ -99,15 +99,17 @@ def inputs(seed=0, size=SIZE):
 
 
 def denoise(fc, patcher, x, context, step):
-    """One sampler step's denoiser call, as Forge's sampler makes it: prepare, sampling_function (CFG 7), cleanup."""
+    """One sampler step's denoiser call, as Forge's sampler makes it: prepare, sampling_function (CFG 7), cleanup.
+    Each row of a batch gets the same prompt (context[:1]) and negative prompt (context[1:])."""
+    batch = x.shape[0]
     fc.sampling.sampling_prepare(patcher, x)
     model = SimpleNamespace(forge_objects=SimpleNamespace(unet=patcher))
-    denoiser = SimpleNamespace(inner_model=SimpleNamespace(inner_model=model), p=SimpleNamespace(seeds=[SEED]))
-    params = SimpleNamespace(x=x, sigma=torch.tensor([14.6 * 0.7**step]), text_cond=context[:1],
-                             text_uncond=context[1:], image_cond=None)
+    denoiser = SimpleNamespace(inner_model=SimpleNamespace(inner_model=model), p=SimpleNamespace(seeds=[SEED] * batch))
+    params = SimpleNamespace(x=x, sigma=torch.full((batch,), 14.6 * 0.7**step), text_cond=context[:1].repeat(batch, 1, 1),
+                             text_uncond=context[1:].repeat(batch, 1, 1), image_cond=None)
     try:
         with torch.no_grad():
-            denoised, _, _ = fc.sampling.sampling_function(denoiser, params, 7.0, [[(0, 1.0)]])
+            denoised, _, _ = fc.sampling.sampling_function(denoiser, params, 7.0, [[(0, 1.0)]] * batch)
     finally:
         fc.sampling.sampling_cleanup(patcher)
     return denoised
