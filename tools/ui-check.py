@@ -111,7 +111,12 @@ class UiCheck:
         time.sleep(0.5)
 
     def main_tab(self, tab: str) -> None:
-        self.click_tab("#tabs", {"settings": "Settings"}.get(tab, tab))
+        """Gradio 4 (Forge) names the panel a button controls, and Forge labels them "Txt2img"; Gradio 3 does not."""
+        button = self.driver.find_elements(By.CSS_SELECTOR, f'#tabs button[aria-controls="tab_{tab}"]')
+        if button:
+            button[0].click()
+        else:
+            self.click_tab("#tabs", {"settings": "Settings"}.get(tab, tab))
         self.wait(lambda: self.driver.find_element(By.ID, f"tab_{tab}").is_displayed(), 10, f"{tab} shown")
 
     def readout_id(self, tab: str) -> str:
