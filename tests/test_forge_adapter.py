@@ -13,7 +13,6 @@ from forge_stub import StubForge, StubUnetPatcher, attention_function, unet_forw
 from torch import nn
 
 from hidiffusion_ext import HiDiffusionSettings, UnsupportedModelError, apply_hidiffusion
-from hidiffusion_ext.forge.downsample import RauDownsample
 from hidiffusion_ext.forge.unet_patch import NOT_A_UNET, REFINER, forge_unsupported_reason, patch_forge_unet
 
 TOLERANCE = 1e-5
@@ -117,7 +116,7 @@ def _module_snapshot(unet):
 
 def _assert_module_untouched(unet, snapshot):
     modules, state = snapshot
-    assert {name: m for name, m in unet.named_modules()} == modules  # same objects, RauDownsample swapped out
+    assert {name: m for name, m in unet.named_modules()} == modules  # same objects: nothing swapped in
     assert unet.state_dict().keys() == state.keys()
     assert all(torch.equal(v, state[k]) for k, v in unet.state_dict().items())
     for m in unet.modules():
@@ -137,7 +136,7 @@ def test_input_patcher_and_module_untouched(ldm_unet):
     _assert_module_untouched(unet, module)
     result.set_step(0)
     forge.denoise(result.patcher, x, _timesteps(0), context)
-    assert isinstance(unet.input_blocks[3][0], RauDownsample)  # Forge's object patch, while the clone is loaded
+    _assert_module_untouched(unet, module)  # also while the clone is loaded: the RAD conv is dilated only in its block
     forge.unload()
     _assert_module_untouched(unet, module)
     assert patcher.model_options == options and patcher.object_patches == {}
@@ -225,7 +224,7 @@ def test_other_attn1_replace_is_windowed_not_dropped(ldm_unet):
 
 
 def test_repatch_while_a_stale_clone_is_loaded(ldm_unet):
-    """Forge keeps the last clone loaded (its RauDownsample swapped in) until another clone loads."""
+    """Forge keeps the last clone loaded until another clone loads; the stale clone's patches pass through."""
     unet = ldm_unet("sd1")
     module = _module_snapshot(unet)
     base, forge = StubUnetPatcher.around(unet), StubForge()
@@ -233,7 +232,7 @@ def test_repatch_while_a_stale_clone_is_loaded(ldm_unet):
     reference, _ = _ldm_path(unet, HiDiffusionSettings(), (0,), x, context)
     first = patch_forge_unet(base, steps=STEPS, seed=SEED, attention=attention_function)
     forge.denoise(first.patcher, x, _timesteps(0), context)
-    assert isinstance(unet.input_blocks[3][0], RauDownsample)
+    assert first.stats.rad_forwards == 1 and unet.input_blocks[3][0].op.dilation == (1, 1)
     ours, second = _forge_path(base, HiDiffusionSettings(), (0,), x, context, forge)
     _assert_close(ours, reference, "re-patched")
     assert second.unet_map == first.unet_map

@@ -17,7 +17,6 @@ from forge_backend import forge_backend
 from hidiffusion_ext import HiDiffusionSettings, UnsupportedModelError, apply_hidiffusion
 from hidiffusion_ext.core.unet_map import inspect_unet
 from hidiffusion_ext.devtools.models import build_ldm_unet, unet_params
-from hidiffusion_ext.forge.downsample import RauDownsample
 from hidiffusion_ext.forge.unet_patch import REFINER, forge_unsupported_reason, patch_forge_unet
 
 FORGE_DIR = os.environ.get("FORGE_DIR", "")
@@ -152,8 +151,7 @@ def test_real_forge_path_matches_ldm_path(forge, nets, shape, size):
     assert max(errors) <= TOLERANCE, f"{shape} {size}: relative errors {errors}"
     assert result.stats == handle.stats and result.stats.rad_forwards and result.stats.pool_forwards
 
-    forge.memory_management.unload_model_clones(patcher)  # loading another clone undoes the object patch
-    assert not any(isinstance(m, RauDownsample) for m in unet.modules())
+    forge.memory_management.unload_model_clones(patcher)
     rad_block = unet.input_blocks[result.roles.rad_block]
     assert type(rad_block[0]) is forge.Downsample and rad_block[0].op.stride == (2, 2)
     assert patcher.model_options == options and patcher.object_patches == {}

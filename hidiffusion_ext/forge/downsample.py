@@ -1,12 +1,15 @@
-"""RAU-Net's resolution-aware downsampler as a Forge object patch (design.md §4.1.1).
+"""RAU-Net's resolution-aware downsampler on the patch points every Forge-lineage host calls (design.md §4.1.1, §15).
 
-Forge swaps an object patch into the shared U-Net only while the clone that carries it is loaded, and puts
-the stock module back when another clone of that model is loaded, so the swap never outlives the clone.
+The RAD Downsample's own conv runs with the dilated stride-4 geometry (the reference's in-place swap, core.raunet)
+from the input_block_patch of the block before it to the input_block_patch of its own block, i.e. exactly while
+that block runs. No module is replaced: Forge Neo (6e1e0d5) applies object patches through a setter that wraps the
+value in an nn.Parameter, so an object patch cannot carry a module or a forward there.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import ExitStack
+from typing import Optional
 
 from torch import nn
 
@@ -14,31 +17,27 @@ from ..core import raunet
 from ..core.unet_map import is_downsample
 
 
-class RauDownsample(nn.Module):
-    """Stands in for the Downsample that leaves the RAD level; runs the same conv dilated while RAD is on.
+class RadSwitch:
+    """Dilates one conv between ``on()`` and ``off()``; ``off()`` is idempotent, so the pass calls it at the start of
+    every forward and at removal too (a forward that raised mid-block leaves nothing dilated for long)."""
 
-    Forge's TimestepEmbedSequential calls every layer that is not a TimestepBlock, SpatialTransformer or
-    Upsample as ``layer(x)``, exactly as it calls Downsample, so no subclass of Forge's class is needed.
-    The stock conv stays in ``op`` (same parameters and state-dict keys): LoRA, Forge's weight casting and
-    structural mapping (unet_map.is_downsample) all keep working while this object is swapped in.
-    """
+    def __init__(self, conv: nn.Conv2d):
+        self.conv = conv
+        self._undo: Optional[ExitStack] = None
 
-    def __init__(self, op: nn.Conv2d, rad_active: Callable[[], bool]):
-        super().__init__()
-        self.op = op
-        self.channels, self.out_channels = op.in_channels, op.out_channels
-        self.rad_active = rad_active
+    def on(self) -> None:
+        if self._undo is None:
+            self._undo = ExitStack()
+            self._undo.enter_context(raunet.dilated(self.conv))
 
-    def forward(self, x):
-        if self.rad_active():
-            # The reference's own in-place geometry swap, restored before the call returns.
-            with raunet.dilated(self.op):
-                return self.op(x)
-        return self.op(x)
+    def off(self) -> None:
+        undo, self._undo = self._undo, None
+        if undo is not None:
+            undo.close()
 
 
 def stock_conv(module: nn.Module) -> nn.Conv2d:
-    """The Downsample conv behind ``module``, also when a stale RauDownsample is still swapped in."""
+    """The conv of a Downsample (3x3, stride 2)."""
     if not is_downsample(module):
         raise ValueError(f"{type(module).__name__} is not a strided 3x3 Downsample")
     return module.op

@@ -1,20 +1,21 @@
-"""HiDiffusion on Forge: patches added to a clone of the ``UnetPatcher``, as Forge's built-in extensions do.
+"""HiDiffusion on Forge and its forks: patches added to a clone of the ``UnetPatcher``, as the built-ins do.
 
-The input patcher and the shared U-Net module are never changed, and nothing global is: the clone carries
-every patch, and dropping it is the undo. Block roles, presets and step semantics are the ldm adapter's
-(ldm/unet_patch.py); where that adapter hooks modules, this one uses Forge's patch points:
-- a block modifier reads the latent size before ("input", 0) and fixes the plan of each U-Net forward,
-  and restores the pooled path after ("output", restore_block);
-- an input_block_patch pools input block pool_block (before Forge stores the skip, as the reference does);
-- an object patch swaps the RAD Downsample for one running the same conv dilated (forge_downsample.py);
+The input patcher is never changed and nothing global is: the clone carries every patch, and dropping it is the
+undo. Block roles, presets and step semantics are the ldm adapter's (ldm/unet_patch.py); where that adapter hooks
+modules, this one uses only the patch points every Forge-lineage U-Net forward calls (Forge main, Neo, Classic,
+reForge main and newmain_newforge; design.md §15):
+- an input_block_patch reads the latent size at ("input", 0) and fixes the plan of each U-Net forward, pools input
+  block pool_block (before the host stores the skip, as the reference does), and runs the RAD Downsample's conv
+  dilated while its block runs (forge/downsample.py: no object patch, Neo's cannot carry a module);
+- an output_block_patch restores the pooled path on output block restore_block's output;
 - Forge's Upsample already interpolates to the next skip's size (output_shape = hs[-1].shape; design.md §4.4);
-- attn1 replace patches window q/k/v on the MSW-MSA transformers (forge_attention.py);
+- attn1 replace patches window q/k/v on the MSW-MSA transformers (forge/attention.py), around the host's kernel;
 - a ControlNet model function wrapper runs every ControlNet encoder under the same geometry (forge/controlnet.py),
-  and a conditioning modifier keeps RAU-Net off for control types that cannot follow it (T2I-Adapter, LLLite).
+  or, for ControlNet objects that never read it (reForge main), an override of the encoder's forward for the pass;
+  a conditioning modifier keeps RAU-Net off for control types that cannot follow it (T2I-Adapter, LLLite).
 Patches are plain closures: Forge deep-copies model_options on clone(), which would copy a bound method's
 object, and a clone of this clone (ControlNet makes one) must still share this pass's state.
 """
-
 from __future__ import annotations
 
 import logging
@@ -27,7 +28,7 @@ from ..core.shifts import ShiftRng, make_shift_source
 from ..core.unet_map import UNetMap, UnsupportedModelError, inspect_unet, is_downsample, is_upsample, transformer_blocks
 from . import attention as forge_attention
 from . import controlnet
-from .downsample import RauDownsample, stock_conv
+from .downsample import RadSwitch, stock_conv
 
 log = logging.getLogger("hidiffusion")
 
@@ -48,12 +49,15 @@ class ForgeHiDiffusion(HiDiffusionPass):
         self.patcher = None
         self._attention = attention
         self._encoders = controlnet.EncoderOverrides(self)  # only for ControlNets that never call the wrapper
+        self._rad: Optional[RadSwitch] = None
 
     def remove(self) -> None:
         """The clone is the undo (the host drops it); from now on its patches also pass everything through."""
         self.removed = True
         self._state = ForwardState()
         self._encoders.undo()
+        if self._rad is not None:
+            self._rad.off()
 
     def stand_down(self, note: str) -> None:
         """Run nothing of ours from now on (another tool does the same job on this model), and say why."""
@@ -71,11 +75,13 @@ class ForgeHiDiffusion(HiDiffusionPass):
         return forge_attention.windowed(attend, q, k, v, extra_options, grid, per_window)
 
     # -- installation on the clone -----------------------------------------------------------------------
-    def _install(self, clone, rad_target, attn_keys: List[AttnKey], n_outputs: int) -> None:
-        # Only patch points every host's U-Net forward calls (design.md §16): Forge main, Neo, Classic and reForge
+    def _install(self, clone, rad_conv, attn_keys: List[AttnKey], n_outputs: int) -> None:
+        # Only patch points every host's U-Net forward calls (design.md §15): Forge main, Neo, Classic and reForge
         # all run input_block_patch before storing a skip and output_block_patch before the concat; reForge main
         # never calls block modifiers.
         first_block, pool_block = ("input", 0), ("input", self.roles.pool_block)
+        before_rad, rad_block = ("input", self.roles.rad_block - 1), ("input", self.roles.rad_block)
+        self._rad = RadSwitch(rad_conv) if rad_conv is not None else None
         after_restore, last_block = ("output", self.roles.restore_block + 1), ("output", n_outputs - 1)
 
         def input_patch(h, transformer_options):
@@ -83,8 +89,15 @@ class ForgeHiDiffusion(HiDiffusionPass):
             if self.removed:
                 return h
             if block == first_block:  # input block 0 is the conv_in: nothing before it depends on the plan
+                if self._rad is not None:
+                    self._rad.off()  # left on by a forward that raised inside the RAD block
                 shape = transformer_options.get("original_shape") or h.shape
                 self.begin_forward((int(shape[-2]), int(shape[-1])))
+            if self._rad is not None:
+                if block == rad_block:
+                    self._rad.off()  # the RAD block has run
+                elif block == before_rad and self._state.rad:
+                    self._rad.on()  # for the next block only: the Downsample leaving the RAD level
             if block == pool_block and self._state.pool:
                 h = self.pool(h)  # before the host stores the skip, as the reference pools
             return h
@@ -106,9 +119,6 @@ class ForgeHiDiffusion(HiDiffusionPass):
             prior = clone.model_options.get("transformer_options", {}).get(controlnet.WRAPPER_KEY)
             clone.set_controlnet_model_function_wrapper(_tag(controlnet.controlnet_wrapper(self, prior)))
             clone.add_conditioning_modifier(_tag(controlnet.control_watch(self, self._encoders)))
-            if rad_target is not None:
-                name, op = rad_target
-                clone.add_object_patch(name, RauDownsample(op, rad_active=lambda: self._state.rad))
         if self.settings.mswmsa:
             replaces = _attn1_replaces(clone)
             for index, key in enumerate(attn_keys):
@@ -159,12 +169,12 @@ def patch_forge_unet(
     family = detect_family(unet_map, settings.family, model_name)
     roles = block_roles(unet_map, plan_for(family))
     n_outputs = len(unet.output_blocks)
-    if roles.restore_block + 1 >= n_outputs:  # restored on the next output block's input (design.md §16)
+    if roles.restore_block + 1 >= n_outputs:  # restored on the next output block's input (design.md §15)
         raise UnsupportedModelError(f"not applied: the pooled path would be restored after the last output block "
                                     f"({roles.restore_block})")
     attn_keys = windowed_attn1_keys(unet, roles)
     has_rad = settings.raunet and family != "sdxl_turbo"  # the reference has no RAD for Turbo (design.md §4.2)
-    rad_target = _rad_target(unet_patcher, unet, roles) if has_rad else None
+    rad_conv = _rad_conv(unet_patcher, unet, roles) if has_rad else None
     shifts = make_shift_source(shift_rng, seed, len(attn_keys))
     non_aggressive = is_non_aggressive_model(unet_map, model_name)
     attention = attention or forge_attention.host_attention(unet)
@@ -180,7 +190,7 @@ def patch_forge_unet(
                               clone.model_options)
     if settings.raunet and note:
         handle.skip_raunet(note)
-    handle._install(clone, rad_target, attn_keys, n_outputs)
+    handle._install(clone, rad_conv, attn_keys, n_outputs)
     handle.patcher = clone
     return handle
 
@@ -192,8 +202,7 @@ def without_hidiffusion(unet_patcher):
     lists = [*options.get("patches", {}).values(), *options.values(), *unet_patcher.model_options.values()]
     tagged = (any(isinstance(v, list) and any(_is_tagged(p) for p in v) for v in lists)
               or any(_is_tagged(p) for p in _attn1_replaces(unet_patcher).values())
-              or _is_tagged(options.get(controlnet.WRAPPER_KEY))
-              or any(isinstance(obj, RauDownsample) for obj in unet_patcher.object_patches.values()))
+              or _is_tagged(options.get(controlnet.WRAPPER_KEY)))
     if not tagged:
         return unet_patcher
     clone = unet_patcher.clone()
@@ -205,7 +214,7 @@ def other_resampling_patches(unet_patcher, unet) -> List[str]:
     """Object patches another extension put on this patcher's Downsample/Upsample modules or their forwards."""
     found = []
     for name, obj in getattr(unet_patcher, "object_patches", {}).items():
-        if not name.startswith(UNET_PATH + ".") or isinstance(obj, RauDownsample):
+        if not name.startswith(UNET_PATH + "."):
             continue
         path = name[len(UNET_PATH) + 1:]
         path = path[:-len(".forward")] if path.endswith(".forward") else path
@@ -275,14 +284,14 @@ def _inspect(unet_patcher) -> Tuple[object, UNetMap]:
         raise
 
 
-def _rad_target(unet_patcher, unet, roles: BlockRoles) -> Tuple[str, object]:
-    """Object-patch name and conv of the Downsample that becomes the RAD."""
+def _rad_conv(unet_patcher, unet, roles: BlockRoles):
+    """The conv of the Downsample that becomes the RAD (of the module another extension's object patch puts there)."""
     block = unet.input_blocks[roles.rad_block]
     child = next(name for name, m in block.named_children() if is_downsample(m))
     name = f"{UNET_PATH}.input_blocks.{roles.rad_block}.{child}"
     current = getattr(unet_patcher, "object_patches", {}).get(name, getattr(block, child))
     try:
-        return name, stock_conv(current)
+        return stock_conv(current)
     except ValueError as error:
         raise UnsupportedModelError(f"not applied: another extension replaced {name} ({error})") from None
 
@@ -310,8 +319,6 @@ def _strip_own_patches(clone) -> None:
         options.pop(controlnet.WRAPPER_KEY)
         if wrapper._hidiffusion_prior is not None:
             options[controlnet.WRAPPER_KEY] = wrapper._hidiffusion_prior
-    for name in [n for n, obj in clone.object_patches.items() if isinstance(obj, RauDownsample)]:
-        del clone.object_patches[name]  # its schedule belonged to the earlier pass
 
 
 def _tag(fn):

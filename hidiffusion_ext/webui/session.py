@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple
 from ..core.cost_model import describe_saving
 from ..core.pass_state import HiDiffusionPass
 from ..core.unet_map import UnsupportedModelError
-from ..forge.unet_patch import forge_unsupported_reason, is_own_forge_patch, patch_forge_unet
+from ..forge.unet_patch import forge_unsupported_reason, is_own_forge_patch, patch_forge_unet, without_hidiffusion
 from ..ldm.patch_ledger import sweep
 from ..ldm.unet_patch import apply_hidiffusion, remove_hidiffusion, windowed_transformers
 from . import conflicts, controlnet_units, fields, host_model, infotext
@@ -83,6 +83,8 @@ class Generation:
             self.current = None  # Forge calls this hook twice for the hires pass: the new patch replaces the old
         self.end_pass()
         forge = host_model.forge_objects(p.sd_model)
+        if forge is not None:  # a fork that hands the hires pass the first pass's clone: never run on its patches
+            forge.unet = without_hidiffusion(forge.unet)
         unet = host_model.diffusion_model(p.sd_model)
         spec = PassSpec("hires pass" if hires else "first pass", (int(latent_hw[0]), int(latent_hw[1])),
                         _pass_steps(p, hires), hires, _batch_seed(p))

@@ -30,10 +30,16 @@ def overrides(p) -> dict:
 
 
 def find_xyz_module(scripts_data):
+    """The X/Y/Z plot script's module: by its name first, else by what it has (Forge Neo moves the script into
+    extensions-builtin/xyz; any copy that keeps the AxisOption API is found wherever it lives)."""
     # The module name is the file's basename ("xyz_grid.py"); 1.9.0-1.9.1 used "scripts.xyz_grid".
     for data in scripts_data:
         if data.script_class.__module__ in ("xyz_grid.py", "scripts.xyz_grid") and hasattr(data, "module"):
             return data.module
+    for data in scripts_data:
+        module = getattr(data, "module", None)
+        if isinstance(getattr(module, "axis_options", None), list) and hasattr(module, "AxisOption"):
+            return module
     return None
 
 
