@@ -75,3 +75,21 @@ def test_xyz_found_by_what_it_has_when_moved_and_renamed():
     xyz = SimpleNamespace(AxisOption=AxisOption, axis_options=[])
     data = [other, SimpleNamespace(script_class=type("S", (), {"__module__": "xyz_plot.py"}), module=xyz)]
     assert xyz_axes.register(data) and [o.label for o in xyz.axis_options] == [a[0] for a in xyz_axes.axes()]
+
+
+def test_stripping_our_patches_puts_back_the_attn1_replace_we_windowed(ldm_unet):
+    """Another extension's attn1 replace (HyperTile on the forks) that we windowed is back on the stripped clone."""
+    from forge_stub import StubUnetPatcher
+
+    from hidiffusion_ext.forge.unet_patch import patch_forge_unet
+
+    base = StubUnetPatcher.around(ldm_unet("sd1"))
+
+    def other(q, k, v, extra_options):
+        return q
+
+    base.set_model_attn1_replace(other, "input", 1, 0)  # the first windowed block of an SD1 U-Net
+    ours = patch_forge_unet(base, steps=10, seed=1).patcher
+    assert ours.model_options["transformer_options"]["patches_replace"]["attn1"][("input", 1, 0)] is not other
+    clean = without_hidiffusion(ours)
+    assert clean.model_options["transformer_options"]["patches_replace"]["attn1"] == {("input", 1, 0): other}

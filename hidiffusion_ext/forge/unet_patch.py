@@ -125,7 +125,8 @@ class ForgeHiDiffusion(HiDiffusionPass):
                 prior = replaces.get(key) or replaces.get(key[:2])  # another extension's kernel, windowed
                 attend = forge_attention.self_attention(prior, self._attention)
                 # another tool's attention (StyleAlign's shared attention) runs once per window (design.md §11.7)
-                clone.set_model_attn1_replace(_tag(self._attn1_replace(index, attend, prior is not None, prior)), *key)
+                replace = self._attn1_replace(index, attend, prior is not None, replaces.get(key))
+                clone.set_model_attn1_replace(_tag(replace), *key)
 
     def _resampling_watch(self):
         """A conditioning modifier: another RAU-Net that object-patched the Downsample/Upsample forwards on a clone
@@ -143,7 +144,7 @@ class ForgeHiDiffusion(HiDiffusionPass):
         def attn1_replace(q, k, v, extra_options):
             return self._windowed_attn1(index, attend, q, k, v, extra_options, per_window)
 
-        attn1_replace._hidiffusion_prior = prior  # put back when a later pass strips this one's patches
+        attn1_replace._hidiffusion_prior = prior  # the replace on this exact key, put back when a later pass strips ours
         return attn1_replace
 
 
