@@ -138,20 +138,25 @@ def _sample(p):
 
 
 class Runner:
-    """ScriptRunner for our always-on script (hooks get ``p.script_args[args_from:args_to]``) and, optionally, other
-    always-on scripts that take no arguments (e.g. a ControlNet stand-in), called first; errors are logged."""
+    """ScriptRunner (modules/scripts.py: each hook gets ``p.script_args[script.args_from:script.args_to]``) for our
+    always-on script and, called first, other always-on scripts: ``script`` (no arguments, e.g. a ControlNet stand-in)
+    or ``(script, args)`` (e.g. another extension's real Script). Errors are logged, as errors.report does."""
 
     def __init__(self, script, args, others=()):
-        self.script, self.args, self.errors = script, list(args), []
-        self.alwayson_scripts = [*others, script]
+        self.script, self.errors = script, []
+        entries = [o if isinstance(o, tuple) else (o, []) for o in others] + [(script, list(args))]
+        self.alwayson_scripts, self.script_args = [], []
+        for other, other_args in entries:
+            other.args_from, other.args_to = len(self.script_args), len(self.script_args) + len(other_args)
+            self.alwayson_scripts.append(other)
+            self.script_args += list(other_args)
+        self.args = self.script_args[script.args_from:script.args_to]
 
     def _call(self, name, p, *extra, **kwargs):
         for script in self.alwayson_scripts:
             try:
-                if script is self.script:
-                    getattr(script, name)(p, *extra, *self.args, **kwargs)
-                elif hasattr(script, name):
-                    getattr(script, name)(p, *extra, **kwargs)
+                if hasattr(script, name):
+                    getattr(script, name)(p, *extra, *self.script_args[script.args_from:script.args_to], **kwargs)
             except Exception:
                 self.errors.append(traceback.format_exc())
 
@@ -166,6 +171,7 @@ class Runner:
 def process_images(p, script, args, others=()):
     """processing.process_images: before_process, process, per-iteration batch hooks and sampling, postprocess."""
     p.scripts = Runner(script, args, others)
+    p.script_args = p.scripts.script_args
     p.all_seeds = [p.seed + i for i in range(p.batch_size * p.n_iter)]
     p.scripts.before_process(p)
     p.scripts.process(p)

@@ -82,3 +82,41 @@ def test_hypertile_switched_off_leaves_the_windows_on(hypertile, unet):
     hook(hypertile, unet, enable=True)
     hook(hypertile, unet, enable=False)  # a later generation without it: the wrappers stay, inert
     assert conflicts.a1111_decisions(None, windowed_attn1(unet)) == []
+
+
+KOHYA_DIR = os.environ.get("KOHYA_HIRESFIX_DIR", "")
+KOHYA_SCRIPT = os.path.join(KOHYA_DIR, "scripts", "khrfix.py")
+
+
+@pytest.mark.skipif(not os.path.isfile(KOHYA_SCRIPT), reason="set KOHYA_HIRESFIX_DIR to a sd-webui-kohya-hiresfix checkout")
+def test_wcde_deep_shrink_makes_raunet_yield_in_a_generation(tmp_path):
+    """wcde/sd-webui-kohya-hiresfix's own Script in the A1111 generation loop before ours: it wraps input and output
+    blocks in its Scaler from its cfg-denoiser callback; RAU-Net yields for the pass, MSW-MSA stays."""
+    import fake_webui
+
+    from hidiffusion_ext.webui import fields
+    from hidiffusion_ext.webui import session as webui_session
+
+    ours = fake_webui.load_script_module().HiDiffusionScript()  # clears the stand-in's callbacks first
+    ours.is_txt2img = True
+    spec = importlib.util.spec_from_file_location("khrfix.py", KOHYA_SCRIPT)
+    khrfix = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(khrfix)
+    khrfix.CONFIG_PATH = tmp_path / "config.yaml"  # it saves its settings at postprocess: not into the checkout
+    unet = build_ldm_unet(unet_params("sd1"), seed=1)
+    # enable, only_one_pass, d1, d2, s1, s2, scaler, downscale, upscale, smooth_scaling, early_out (its ui() order)
+    kohya_args = [True, True, 3, 4, 0.15, 0.3, "bicubic", 0.5, 2.0, False, False]
+    values = {f.name: f.default for f in fields.FIELDS} | {"enabled": True, "apply_to": "both"}
+    images = []
+    for enable in (False, True):
+        p = fake_webui.make_p(unet, steps=4)
+        kohya = (khrfix.KohyaHiresFix(), [enable, *kohya_args[1:]])
+        images += fake_webui.process_images(p, ours, [values[n] for n in fields.names()], others=[kohya]).images
+        assert not p.scripts.errors, p.scripts.errors
+    record = webui_session.last.passes[(0, False)]
+    assert record.patch.raunet_skipped and record.patch.stats.rad_forwards == 0
+    assert record.patch.stats.windowed_calls > 0
+    note = p.extra_generation_params["HiDiffusion note"]
+    assert "Kohya Hires.fix (Deep Shrink) shrinks the deep blocks as RAU-Net does: RAU-Net off for this pass" in note
+    assert not torch.equal(*images)  # its Deep Shrink did run
+    assert not any(isinstance(block, khrfix.Scaler) for block in [*unet.input_blocks, *unet.output_blocks])

@@ -1,6 +1,7 @@
 """modules/script_callbacks.py (1.10.1): registries, param classes and exception-swallowing invokers."""
 
 import dataclasses
+import inspect
 import traceback
 
 
@@ -25,8 +26,14 @@ callback_map = {name: [] for name in (
 errors = []  # what errors.report would have printed
 
 
+def _caller_file():
+    """The first file on the stack that is not this one (add_callback, script_callbacks.py:127-130)."""
+    stack = [x for x in inspect.stack() if x.filename != __file__]
+    return stack[0].filename if stack else "unknown file"
+
+
 def _add(key, fn, name=None):
-    callback_map[key].append(ScriptCallback("hidiffusion.py", fn, name or "unnamed"))
+    callback_map[key].append(ScriptCallback(_caller_file(), fn, name or "unnamed"))
 
 
 def on_cfg_denoiser(callback, *, name=None): _add("callbacks_cfg_denoiser", callback, name)
@@ -53,9 +60,12 @@ def before_ui_callback(): _run("callbacks_before_ui")
 
 
 def remove_current_script_callbacks():
-    """Removes the calling script file's callbacks (script_callbacks.py, remove_current_script_callbacks). Forge's
-    FreeU and PAG import it; the only registrant here is this extension, which never calls it."""
-    raise NotImplementedError("not needed by the tests")
+    """The calling script file's callbacks removed (script_callbacks.py:434-441; there is no ordered map here)."""
+    filename = _caller_file()
+    if filename == "unknown file":
+        return
+    for callbacks in callback_map.values():
+        callbacks[:] = [cb for cb in callbacks if cb.script != filename]
 
 
 def clear_callbacks():
