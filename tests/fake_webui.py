@@ -81,8 +81,10 @@ def make_p(unet, *, width=256, height=256, steps=4, seed=42, batch_size=1, n_ite
         sampler_name=sampler, enable_hr=enable_hr, hr_upscale_to_x=width * hr_scale, hr_upscale_to_y=height * hr_scale,
         hr_second_pass_steps=hr_steps, denoising_strength=denoising_strength, is_hr_pass=False, iteration=0,
         extra_generation_params={}, all_seeds=[], context=torch.ones(batch_size, 3, context_dim) * 0.1,
-        init_images=[object()] if init_latent is not None else None, init_latent=init_latent, denoiser_log=[],
+        init_latent=init_latent, denoiser_log=[],
     )
+    if init_latent is not None:  # only img2img's processing object has init_images (processing.py:1557)
+        p.init_images = [object()]
     p.sample = lambda: _sample(p)
     return p
 
@@ -144,6 +146,7 @@ class Runner:
 
     def __init__(self, script, args, others=()):
         self.script, self.errors = script, []
+        self.scripts = []  # the selectable scripts; none in these runs
         entries = [o if isinstance(o, tuple) else (o, []) for o in others] + [(script, list(args))]
         self.alwayson_scripts, self.script_args = [], []
         for other, other_args in entries:

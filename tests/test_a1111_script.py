@@ -70,7 +70,7 @@ def test_txt2img_patches_each_pass_and_undoes_it(unet, script):
 
 @pytest.mark.parametrize("apply_to, first, hires", [
     ("first pass", True, False), ("hires pass", False, True), ("both", True, True), ("auto", "msw", True)])
-def test_hires_fix_apply_to(unet, script, apply_to, first, hires):
+def test_hires_fix_apply_to(unet, script, apply_to, first, hires, hidiffusion_log):
     p, processed = image(unet, script, args(apply_to=apply_to), width=256, height=256, enable_hr=True, hr_scale=2)
     passes = webui_session.last.passes
     first_rec, hires_rec = passes.get((0, False)), passes.get((0, True))
@@ -82,9 +82,11 @@ def test_hires_fix_apply_to(unet, script, apply_to, first, hires):
     if hires:  # auto: 512 px is SD1's native size, so RAU-Net stays off there too
         assert hires_rec.latent_hw == (64, 64)
         assert hires_rec.patch.stats.rad_forwards == (0 if apply_to == "auto" else 1)
-    if apply_to == "auto":  # the infotext says what really ran
+    if apply_to == "auto":  # the infotext and the console say what really ran
         assert processed.infotext["HiDiffusion note"] == (
             "RAU-Net ran on no step (auto: no pass above 1.5x the model's native area)")
+        assert any(m.startswith("HiDiffusion first pass 256x256: sd15 small: RAU-Net off (auto: not above 1.5x the "
+                                "native area); ") for m in hidiffusion_log)
     else:
         assert "HiDiffusion note" not in processed.infotext
     assert untouched(unet)

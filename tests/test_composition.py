@@ -124,3 +124,19 @@ def test_tile_gate_rule(latent, expected):
     from hidiffusion_ext.core.geometry import TileGate
 
     assert TileGate(PASS, NATIVE).native_tile(latent) is expected
+
+
+def test_the_console_line_says_raunet_is_off_and_why_rather_than_a_schedule():
+    from types import SimpleNamespace as NS
+
+    resolved = NS(family="sd15", size_class="small", describe=lambda: "sd15 small: T1 0.4, T2 0; RAD steps 0-0")
+
+    def line(raunet=True, skipped=False, reason=None):
+        patch = NS(settings=NS(raunet=raunet), raunet_skipped=skipped)
+        return webui_session._raunet_part(NS(patch=patch, plan=NS(raunet_off_reason=reason)), resolved)
+
+    assert line() == "sd15 small: T1 0.4, T2 0; RAD steps 0-0"
+    assert line(skipped=True) == "sd15 small: RAU-Net off for this pass (noted above)"  # a yield, e.g. Deep Shrink
+    assert line(raunet=False, reason="auto: not above 1.5x the native area") == (
+        "sd15 small: RAU-Net off (auto: not above 1.5x the native area)")
+    assert line(raunet=False) == "sd15 small: RAU-Net off"  # unticked

@@ -89,7 +89,7 @@ KOHYA_SCRIPT = os.path.join(KOHYA_DIR, "scripts", "khrfix.py")
 
 
 @pytest.mark.skipif(not os.path.isfile(KOHYA_SCRIPT), reason="set KOHYA_HIRESFIX_DIR to a sd-webui-kohya-hiresfix checkout")
-def test_wcde_deep_shrink_makes_raunet_yield_in_a_generation(tmp_path):
+def test_wcde_deep_shrink_makes_raunet_yield_in_a_generation(tmp_path, hidiffusion_log):
     """wcde/sd-webui-kohya-hiresfix's own Script in the A1111 generation loop before ours: it wraps input and output
     blocks in its Scaler from its cfg-denoiser callback; RAU-Net yields for the pass, MSW-MSA stays."""
     import fake_webui
@@ -118,5 +118,26 @@ def test_wcde_deep_shrink_makes_raunet_yield_in_a_generation(tmp_path):
     assert record.patch.stats.windowed_calls > 0
     note = p.extra_generation_params["HiDiffusion note"]
     assert "Kohya Hires.fix (Deep Shrink) shrinks the deep blocks as RAU-Net does: RAU-Net off for this pass" in note
+    assert any(": RAU-Net off for this pass (noted above); " in m for m in hidiffusion_log)  # no schedule shown
     assert not torch.equal(*images)  # its Deep Shrink did run
     assert not any(isinstance(block, khrfix.Scaler) for block in [*unet.input_blocks, *unet.output_blocks])
+
+
+def test_a_generation_names_hypertile_once_and_not_idle_windows(hypertile, unet):
+    """Through our Script: the yield is the note; "MSW-MSA ran on no step" would only repeat it."""
+    import fake_webui
+
+    from hidiffusion_ext.webui import fields
+    from hidiffusion_ext.webui import session as webui_session
+
+    ours = fake_webui.load_script_module().HiDiffusionScript()
+    ours.is_txt2img = True
+    hook(hypertile, unet, enable=True)
+    p = fake_webui.make_p(unet, width=SIZE[1] * 8, height=SIZE[0] * 8, steps=3)
+    values = {f.name: f.default for f in fields.FIELDS} | {"enabled": True, "apply_to": "both"}
+    fake_webui.process_images(p, ours, [values[n] for n in fields.names()])
+    assert not p.scripts.errors, p.scripts.errors
+    stats = webui_session.last.passes[(0, False)].patch.stats
+    assert stats.windowed_calls == 0 and stats.yielded_window_calls == 5 * 3 and stats.rad_forwards == 1
+    note = p.extra_generation_params["HiDiffusion note"]
+    assert note == "HyperTile tiles the top-level self-attention: MSW-MSA left to it on 5 of 5 blocks"

@@ -9,7 +9,7 @@ the U-Net's modules, the enabled scripts, the selected SD U-Net). The rules and 
 - A tool that replaces the top-level self-attention (StyleAlign's shared attention, any ``set_model_replace_all`` on
   attn1) runs inside each MSW-MSA window, once per window with the batch as it built it: shared stays shared
   (within the window), windows stay windows.
-- MultiDiffusion / tiling: composes; a tile at or below the native size runs without RAU-Net (core TileGate).
+- MultiDiffusion, Tiled Diffusion / tiling: composes; a tile at or below the native size runs without RAU-Net (core TileGate).
 - SAG, PAG (middle block), FreeU (skip scaling): compose.
 Every decision is a note for the console and the infotext.
 """
@@ -43,7 +43,12 @@ FORGE_TOOLS = (
     ("multidiffusion", "MultiDiffusion", COMPOSE),
     ("tiled_diffusion", "MultiDiffusion", COMPOSE),
 )
-A1111_DEEP_SHRINK_SCRIPTS = {"KohyaHiresFix": "Kohya Hires.fix (Deep Shrink)"}
+# A1111: an always-on script, by class name or title, when its first argument (enabled) is True.
+A1111_SCRIPTS = {
+    "KohyaHiresFix": ("Kohya Hires.fix (Deep Shrink)", RAUNET_YIELDS),
+    "Tiled Diffusion": ("Tiled Diffusion", COMPOSE),
+}
+TILERS = ("MultiDiffusion", "Tiled Diffusion")
 A1111_DEEP_SHRINK_UNETS = {"DeepShrinkHiresFixUNet": "DeepShrinkHires.fix"}
 HYPERTILE_PARAMS = "__webui_hypertile_params"  # what A1111's HyperTile sets on each attn1 it wraps
 
@@ -112,24 +117,30 @@ def a1111_decisions(p, windowed_attn1: Sequence[object]) -> List[Decision]:
     if tiled:
         decisions.append(Decision("HyperTile", WINDOWS_YIELD,
                                   HYPERTILE_NOTE.format(count=len(tiled), total=len(windowed_attn1)), tuple(tiled)))
-    for tool in _a1111_deep_shrinks(p):
+    decisions += [_decision(tool, action) for tool, action in _a1111_scripts(p)]
+    unet = getattr(_sd_unet(), "current_unet", None)
+    tool = A1111_DEEP_SHRINK_UNETS.get(type(unet).__name__)
+    if tool:
         decisions.append(_decision(tool, RAUNET_YIELDS))
     return decisions
 
 
-def _a1111_deep_shrinks(p) -> List[str]:
-    tools = []
+def _a1111_scripts(p) -> List[Tuple[str, str]]:
+    found = []
     runner = getattr(p, "scripts", None)
     for script in getattr(runner, "alwayson_scripts", ()) or ():
-        tool = A1111_DEEP_SHRINK_SCRIPTS.get(type(script).__name__)
+        entry = A1111_SCRIPTS.get(type(script).__name__) or A1111_SCRIPTS.get(_title(script))
         args = (getattr(p, "script_args", None) or ())[getattr(script, "args_from", 0):getattr(script, "args_to", 0)]
-        if tool and args and args[0] is True and not getattr(script, "disable", False):
-            tools.append(tool)
-    unet = getattr(_sd_unet(), "current_unet", None)
-    tool = A1111_DEEP_SHRINK_UNETS.get(type(unet).__name__)
-    if tool:
-        tools.append(tool)
-    return tools
+        if entry and args and args[0] is True and not getattr(script, "disable", False):
+            found.append(entry)
+    return found
+
+
+def _title(script) -> str:
+    try:
+        return str(script.title())
+    except Exception:  # another extension's title(): never let it break our pass
+        return ""
 
 
 def _sd_unet():
@@ -143,7 +154,7 @@ def _sd_unet():
 # -- helpers ------------------------------------------------------------------------------------------------
 def _decision(tool: str, action: str) -> Decision:
     notes = {RAUNET_YIELDS: DEEP_SHRINK_NOTE, INSIDE_WINDOWS: INSIDE_NOTE, WINDOWS_YIELD: ALL_TILED_NOTE}
-    note = notes.get(action) or (TILING_NOTE if tool == "MultiDiffusion" else COMPOSE_NOTE)
+    note = notes.get(action) or (TILING_NOTE if tool in TILERS else COMPOSE_NOTE)
     return Decision(tool, action, note.format(tool=tool))
 
 

@@ -153,7 +153,7 @@ class Generation:
         predicted = describe_saving(record.patch.predicted_ratio(record.latent_hw))
         log.info("HiDiffusion %s %dx%d: %s; %d U-Net calls (%d RAD, %d pooled, %d windowed attn)%s%s%s; "
                  "%.1f s U-Net sampling, %s predicted", record.name, record.latent_hw[1] * 8, record.latent_hw[0] * 8,
-                 resolved.describe(), stats.forwards, stats.rad_forwards, stats.pool_forwards, stats.windowed_calls,
+                 _raunet_part(record, resolved), stats.forwards, stats.rad_forwards, stats.pool_forwards, stats.windowed_calls,
                  control, tiles, yielded, record.seconds, predicted)
 
     # -- results ----------------------------------------------------------------------------------------
@@ -180,7 +180,8 @@ class Generation:
                 notes.append(f"RAU-Net ran on no step ({resolved.schedule.describe()})")
             elif not self.notes:  # otherwise the skip reason (ControlNet, ...) is noted already
                 notes.append("RAU-Net ran on no step (auto: no pass above 1.5x the model's native area)")
-        if self.args.mswmsa and not any(r.patch.stats.windowed_calls for r in records):
+        if self.args.mswmsa and not any(r.patch.stats.windowed_calls or r.patch.stats.yielded_window_calls
+                                        for r in records):  # windows left to another tool are noted with it
             notes.append("MSW-MSA ran on no step")
         return notes
 
@@ -189,6 +190,16 @@ class Generation:
             self.notes.append(message)
             if echo:
                 log.warning("HiDiffusion: %s", message)
+
+
+def _raunet_part(record: PassRecord, resolved) -> str:
+    """The schedule where RAU-Net runs on the pass; where it does not, that it is off and why, not a schedule."""
+    if record.patch.settings.raunet and not record.patch.raunet_skipped:
+        return resolved.describe()
+    off = f"{resolved.family} {resolved.size_class}: RAU-Net off"
+    if record.patch.raunet_skipped:
+        return f"{off} for this pass (noted above)"
+    return f"{off} ({record.plan.raunet_off_reason})" if record.plan.raunet_off_reason else off
 
 
 # -- module-level lifecycle, called by the script ---------------------------------------------------------
