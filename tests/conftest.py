@@ -74,3 +74,19 @@ def hidiffusion_log():
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def script_module():
+    """scripts/hidiffusion.py loaded as the webui loads it (fake_webui), once per test module."""
+    import fake_webui
+
+    return fake_webui.load_script_module()
+
+
+@pytest.fixture
+def script(script_module):
+    """A fresh HiDiffusion Script on the txt2img tab."""
+    s = script_module.HiDiffusionScript()
+    s.is_txt2img = True
+    return s

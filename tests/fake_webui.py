@@ -208,3 +208,14 @@ def load_script_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def script_args(**named):
+    """Our Script's arguments in ui() order: on, both parts, auto everywhere, applied to both passes; ``named``
+    overrides (the API's field names)."""
+    from hidiffusion_ext.webui import fields
+
+    values = {"enabled": True, "raunet": True, "mswmsa": True, "preset": "Auto", "t1": "", "t2": "",
+              "aggressive": "auto", "apply_to": "both", "odd_windows": "bicubic"}
+    values.update(named)
+    return [values[n] for n in fields.names()]

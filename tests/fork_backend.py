@@ -67,6 +67,21 @@ def _webui_modules() -> dict:
             "modules.sd_samplers_kdiffusion_smea": smea, "modules.devices": devices}
 
 
+def gated_fork(env_var: str):
+    """(pytestmark, module-scoped ``host`` fixture) for a test module on the fork checkout named by ``env_var``."""
+    import pytest
+
+    fork_dir = os.environ.get(env_var, "")
+    mark = pytest.mark.skipif(not layout(fork_dir), reason=f"set {env_var} to a checkout of the fork")
+
+    @pytest.fixture(scope="module")
+    def host():
+        with fork_host(fork_dir) as fork:
+            yield fork
+
+    return mark, host
+
+
 @contextlib.contextmanager
 def fork_host(fork_dir: str):
     """The fork at ``fork_dir`` as a host object (see LdmPatchedHost / BackendHost); its modules are unloaded after."""

@@ -5,20 +5,7 @@ import pytest
 import torch
 
 from hidiffusion_ext import active_handle
-from hidiffusion_ext.webui import fields
 from hidiffusion_ext.webui import session as webui_session
-
-
-@pytest.fixture(scope="module")
-def module():
-    return fake_webui.load_script_module()
-
-
-@pytest.fixture
-def script(module):
-    s = module.HiDiffusionScript()
-    s.is_txt2img = True
-    return s
 
 
 @pytest.fixture
@@ -34,11 +21,7 @@ def no_interrupt():
     shared.state.interrupted = False
 
 
-def args(**named):
-    values = {"enabled": True, "raunet": True, "mswmsa": True, "preset": "Auto", "t1": "", "t2": "",
-              "aggressive": "auto", "apply_to": "both", "odd_windows": "bicubic"}
-    values.update(named)
-    return [values[n] for n in fields.names()]
+args = fake_webui.script_args
 
 
 def untouched(unet):

@@ -5,17 +5,7 @@ and forge_sampler. The cases of tests/fork_cases.py run on a small U-Net the for
 its own patcher, loader and sampling path; tests/fork_backend.py imports the fork's code.
 """
 
-import os
-
-import pytest
-from fork_backend import fork_host, layout
+from fork_backend import gated_fork
 from fork_cases import *  # noqa: F403 - the shared cases run here against this fork
 
-FORK_DIR = os.environ.get("CLASSIC_DIR", "")
-pytestmark = pytest.mark.skipif(not layout(FORK_DIR), reason="set CLASSIC_DIR to a checkout of the fork")
-
-
-@pytest.fixture(scope="module")
-def host():
-    with fork_host(FORK_DIR) as fork:
-        yield fork
+pytestmark, host = gated_fork("CLASSIC_DIR")

@@ -1,7 +1,10 @@
-"""HiDiffusion next to A1111's built-in HyperTile, by HyperTile's own code from a checkout (needs A1111_DIR).
+"""HiDiffusion next to A1111-side U-Net tools, by each tool's own code from a checkout (each test skips without it).
 
-HyperTile wraps each attn1's instance forward for good and switches it per generation; where it tiles the top-level
-self-attention, MSW-MSA yields on those blocks (design.md §11.7). Run with A1111_DIR=/path/to/stable-diffusion-webui.
+- A1111_DIR: A1111's built-in HyperTile wraps each attn1's instance forward for good and switches it per generation;
+  where it tiles the top-level self-attention, MSW-MSA yields on those blocks (design.md §11.7).
+- KOHYA_HIRESFIX_DIR: wcde/sd-webui-kohya-hiresfix's Script (Deep Shrink): RAU-Net yields for the pass.
+- DEEPSHRINK_HIRESFIX_DIR: Filexor/DeepShrinkHires.fix's SD U-Net (its own block loop): RAU-Net yields, and its
+  between-block scaling keeps its sizes.
 """
 
 import importlib.util
@@ -21,7 +24,7 @@ from hidiffusion_ext.webui import conflicts
 
 A1111_DIR = os.environ.get("A1111_DIR", "")
 HYPERTILE = os.path.join(A1111_DIR, "extensions-builtin", "hypertile", "hypertile.py")
-pytestmark = pytest.mark.skipif(not os.path.isfile(HYPERTILE), reason="set A1111_DIR to a stable-diffusion-webui checkout")
+needs_hypertile = pytest.mark.skipif(not os.path.isfile(HYPERTILE), reason="set A1111_DIR to a stable-diffusion-webui checkout")
 SIZE, STEPS, SEED = (32, 32), 10, 3
 
 
@@ -53,6 +56,7 @@ def windowed_attn1(unet):
     return [tb.attn1 for tb in windowed_transformers(unet, block_roles(inspect_unet(unet), plan_for("sd15")))]
 
 
+@needs_hypertile
 def test_msw_msa_yields_where_hypertile_tiles_and_raunet_stays(hypertile, unet):
     x = torch.randn(1, 4, *SIZE, generator=torch.Generator().manual_seed(0))
     hook(hypertile, unet, enable=True)
@@ -78,6 +82,7 @@ def test_msw_msa_yields_where_hypertile_tiles_and_raunet_stays(hypertile, unet):
     assert [attn.forward for attn in windowed_attn1(unet)] == wrappers  # HyperTile's wrappers are back, ours gone
 
 
+@needs_hypertile
 def test_hypertile_switched_off_leaves_the_windows_on(hypertile, unet):
     hook(hypertile, unet, enable=True)
     hook(hypertile, unet, enable=False)  # a later generation without it: the wrappers stay, inert
@@ -123,6 +128,7 @@ def test_wcde_deep_shrink_makes_raunet_yield_in_a_generation(tmp_path, hidiffusi
     assert not any(isinstance(block, khrfix.Scaler) for block in [*unet.input_blocks, *unet.output_blocks])
 
 
+@needs_hypertile
 def test_a_generation_names_hypertile_once_and_not_idle_windows(hypertile, unet):
     """Through our Script: the yield is the note; "MSW-MSA ran on no step" would only repeat it."""
     import fake_webui
@@ -141,3 +147,78 @@ def test_a_generation_names_hypertile_once_and_not_idle_windows(hypertile, unet)
     assert stats.windowed_calls == 0 and stats.yielded_window_calls == 5 * 3 and stats.rad_forwards == 1
     note = p.extra_generation_params["HiDiffusion note"]
     assert note == "HyperTile tiles the top-level self-attention: MSW-MSA left to it on 5 of 5 blocks"
+
+
+DEEPSHRINK_DIR = os.environ.get("DEEPSHRINK_HIRESFIX_DIR", "")
+DEEPSHRINK_SCRIPT = os.path.join(DEEPSHRINK_DIR, "scripts", "DeepShrinkHires.fix.py")
+
+
+def a1111_sd_unet():
+    """modules/sd_unet.py (1.10.1): ``current_unet``, ``SdUnetOption`` (63-72), ``SdUnet`` (75-84) and the
+    ``UNetModel_forward`` that sd_hijack.py:41 puts on ldm's UNetModel, calling the selected SD U-Net (86-93)."""
+    import types
+
+    module = types.ModuleType("modules.sd_unet")
+    module.current_unet = None
+    module.SdUnetOption = type("SdUnetOption", (), {"label": None, "model_name": None})
+    module.SdUnet = type("SdUnet", (torch.nn.Module,), {"activate": lambda self: None, "deactivate": lambda self: None})
+
+    def create_unet_forward(original_forward):
+        def UNetModel_forward(self, x, timesteps=None, context=None, *args, **kwargs):  # noqa: N802 (A1111's name)
+            if module.current_unet is not None:
+                return module.current_unet.forward(x, timesteps, context, *args, **kwargs)
+            return original_forward(self, x, timesteps, context, *args, **kwargs)
+
+        return UNetModel_forward
+
+    module.create_unet_forward = create_unet_forward
+    return module
+
+
+@pytest.mark.skipif(not os.path.isfile(DEEPSHRINK_SCRIPT), reason="set DEEPSHRINK_HIRESFIX_DIR to a DeepShrinkHires.fix checkout")
+def test_deepshrinkhires_fix_unet_makes_raunet_yield_in_a_generation(monkeypatch, hidiffusion_log):
+    """Filexor/DeepShrinkHires.fix's own SD U-Net (it runs the model's blocks in its own loop, shrinking at a depth
+    and timestep), selected as A1111's SD U-Net: RAU-Net yields (no double shrink), MSW-MSA stays."""
+    import types
+
+    import fake_webui
+    from ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    from hidiffusion_ext.webui import session as webui_session
+
+    ours = fake_webui.load_script_module().HiDiffusionScript()  # puts the modules stand-ins on sys.path
+    ours.is_txt2img = True
+    sd_unet = a1111_sd_unet()
+    monkeypatch.setitem(sys.modules, "modules.sd_unet", sd_unet)
+    monkeypatch.setitem(sys.modules, "modules.devices", types.SimpleNamespace(device=torch.device("cpu")))
+    monkeypatch.setattr(UNetModel, "forward", sd_unet.create_unet_forward(UNetModel.forward))
+    spec = importlib.util.spec_from_file_location("DeepShrinkHires.fix.py", DEEPSHRINK_SCRIPT)
+    deepshrink = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(deepshrink)
+    theirs = deepshrink.DeepShrinkHiresFix()
+    # its ui() order: 8 x (enable, timestep, depth, scale), then experimental (enable, timestep, scales); 2 rows on
+    their_args = [True, 900, 3, 2, True, 650, 3, 2] + [False, 900, 3, 2] * 6 + [False, 900, "1"]
+    unet = build_ldm_unet(unet_params("sd1"), seed=1)
+
+    def generate(shrink, **settings):
+        sd_unet.current_unet = deepshrink.DeepShrinkHiresFix.DeepShrinkHiresFixUNet(unet) if shrink else None
+        p = fake_webui.make_p(unet, width=256, height=256, steps=3)  # t 999, 666, 333: its 2 rows act at steps 0, 1
+        image = fake_webui.process_images(p, ours, fake_webui.script_args(**settings),
+                                          others=[(theirs, their_args)]).images[0]
+        assert not p.scripts.errors, p.scripts.errors
+        last = webui_session.last if settings.get("enabled", True) else None
+        return image, p, last and last.passes[(0, False)].patch.stats
+
+    stock, _, _ = generate(shrink=False, enabled=False)
+    shrink_alone, _, _ = generate(shrink=True, enabled=False)
+    assert not torch.equal(shrink_alone, stock)  # its U-Net runs and shrinks
+    shrink_and_windows, _, _ = generate(shrink=True, raunet=False)
+    both, p, stats = generate(shrink=True)
+    assert stats.rad_forwards == 0 and stats.windowed_calls > 0
+    assert torch.equal(both, shrink_and_windows)  # its shrink and our windows, no RAD on top: no double shrink
+    assert p.extra_generation_params["HiDiffusion note"] == (
+        "DeepShrinkHires.fix shrinks the deep blocks as RAU-Net does: RAU-Net off for this pass, MSW-MSA on")
+    assert any(": RAU-Net off for this pass (noted above); " in m for m in hidiffusion_log)
+    sd_unet.current_unet = None
+    again, _, _ = generate(shrink=False, enabled=False)
+    assert torch.equal(again, stock)  # nothing of ours left behind

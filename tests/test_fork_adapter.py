@@ -4,30 +4,11 @@ forge_objects before every sampling pass; a fork that does not must still never 
 """
 
 import fake_webui
-import pytest
 
 from hidiffusion_ext.forge.unet_patch import without_hidiffusion
-from hidiffusion_ext.webui import fields
 from hidiffusion_ext.webui import session as webui_session
 
-
-@pytest.fixture(scope="module")
-def module():
-    return fake_webui.load_script_module()
-
-
-@pytest.fixture
-def script(module):
-    s = module.HiDiffusionScript()
-    s.is_txt2img = True
-    return s
-
-
-def args(**named):
-    values = {"enabled": True, "raunet": True, "mswmsa": True, "preset": "Auto", "t1": "", "t2": "",
-              "aggressive": "auto", "apply_to": "both", "odd_windows": "bicubic"}
-    values.update(named)
-    return [values[n] for n in fields.names()]
+args = fake_webui.script_args
 
 
 def run_without_reset(unet, script, apply_to):

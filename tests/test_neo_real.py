@@ -6,20 +6,11 @@ U-Net the fork builds with its own classes, through its own patcher, loader and 
 imports the fork's code.
 """
 
-import os
-
 import pytest
-from fork_backend import fork_host, layout
+from fork_backend import gated_fork
 from fork_cases import *  # noqa: F403 - the shared cases run here against this fork
 
-FORK_DIR = os.environ.get("NEO_DIR", "")
-pytestmark = pytest.mark.skipif(not layout(FORK_DIR), reason="set NEO_DIR to a checkout of the fork")
-
-
-@pytest.fixture(scope="module")
-def host():
-    with fork_host(FORK_DIR) as fork:
-        yield fork
+pytestmark, host = gated_fork("NEO_DIR")
 
 
 @pytest.mark.parametrize("variant", ["ForgeOperations", "ForgeOperationsInt8"])

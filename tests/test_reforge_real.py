@@ -6,17 +6,7 @@ The cases of tests/fork_cases.py run on a small U-Net the fork builds with its o
 loader and sampling path; tests/fork_backend.py imports the fork's code (the layout is recognised by what it has).
 """
 
-import os
-
-import pytest
-from fork_backend import fork_host, layout
+from fork_backend import gated_fork
 from fork_cases import *  # noqa: F403 - the shared cases run here against this fork
 
-FORK_DIR = os.environ.get("REFORGE_DIR", "")
-pytestmark = pytest.mark.skipif(not layout(FORK_DIR), reason="set REFORGE_DIR to a checkout of the fork")
-
-
-@pytest.fixture(scope="module")
-def host():
-    with fork_host(FORK_DIR) as fork:
-        yield fork
+pytestmark, host = gated_fork("REFORGE_DIR")

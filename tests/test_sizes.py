@@ -52,3 +52,16 @@ def test_every_residue_class_of_latent_size(ldm_unet, shape):
     assert not failures, failures[:5]
     assert handle.stats.rad_forwards == handle.stats.pool_forwards == len(PAIRS)
     assert handle.stats.windowed_calls == len(PAIRS) * 5  # 5 windowed transformer blocks in both
+
+
+@pytest.mark.parametrize("x_hw, skip_hw, shrunk, sized", [
+    ((8, 8), (16, 16), False, True),  # x2 lands: the same as stock
+    ((9, 8), (17, 16), False, True),  # x2 overshoots an odd skip by 1: to the skip, as the reference does
+    ((8, 8), (32, 32), True, True),  # after a RAD: x4 to the skip
+    ((8, 8), (32, 32), False, False),  # another tool resized between the blocks (its loop scales after): stock x2
+    ((16, 16), (16, 16), False, False),
+])
+def test_an_upsample_goes_to_its_skip_only_where_hidiffusion_owns_the_sizes(x_hw, skip_hw, shrunk, sized):
+    from hidiffusion_ext.core.raunet import sized_to_skip
+
+    assert sized_to_skip(x_hw, skip_hw, shrunk) is sized

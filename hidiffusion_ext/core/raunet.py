@@ -51,6 +51,14 @@ def block_restore(h: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     return F.interpolate(h, size=tuple(size), mode="bicubic")
 
 
+def sized_to_skip(x_hw: Tuple[int, int], skip_hw: Tuple[int, int], shrunk: bool) -> bool:
+    """Whether an Upsample goes to its skip's size instead of x2: always after our shrink (x4 after a RAD), else
+    only where x2 lands on the skip or overshoots an odd one by 1. A skip off by more was resized by another tool
+    between the blocks (DeepShrinkHires.fix runs the blocks in its own loop and scales up after them): x2 keeps
+    that tool's arithmetic, as without HiDiffusion."""
+    return shrunk or all(2 * int(n) - int(s) in (0, 1) for n, s in zip(x_hw, skip_hw))
+
+
 def upsample_to(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     """Nearest upsampling to the next skip's size, x4 after a RAD and exact for odd sizes (design.md §4.4)."""
     return F.interpolate(x, size=tuple(size), mode="nearest")

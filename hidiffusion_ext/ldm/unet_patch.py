@@ -116,7 +116,7 @@ class HiDiffusionHandle(HiDiffusionPass):
         def make(inner):
             def forward(x, *args, **kwargs):
                 size = self._state.skip_sizes.get(source)
-                if size is None:
+                if size is None or not raunet.sized_to_skip(x.shape[-2:], size, self._state.geometry.changes_sizes):
                     return inner(x, *args, **kwargs)
                 x = raunet.upsample_to(x, size)
                 return up.conv(x) if getattr(up, "use_conv", True) else x

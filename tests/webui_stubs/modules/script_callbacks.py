@@ -21,7 +21,7 @@ class ScriptCallback:
 
 callback_map = {name: [] for name in (
     "callbacks_cfg_denoiser", "callbacks_model_loaded", "callbacks_script_unloaded", "callbacks_ui_settings",
-    "callbacks_before_ui", "callbacks_infotext_pasted",
+    "callbacks_before_ui", "callbacks_infotext_pasted", "callbacks_list_unets",
 )}
 errors = []  # what errors.report would have printed
 
@@ -42,6 +42,7 @@ def on_script_unloaded(callback, *, name=None): _add("callbacks_script_unloaded"
 def on_ui_settings(callback, *, name=None): _add("callbacks_ui_settings", callback, name)
 def on_before_ui(callback, *, name=None): _add("callbacks_before_ui", callback, name)
 def on_infotext_pasted(callback, *, name=None): _add("callbacks_infotext_pasted", callback, name)
+def on_list_unets(callback, *, name=None): _add("callbacks_list_unets", callback, name)  # script_callbacks.py:602
 
 
 def _run(key, *args):
