@@ -140,3 +140,30 @@ def test_the_console_line_says_raunet_is_off_and_why_rather_than_a_schedule():
     assert line(raunet=False, reason="auto: not above 1.5x the native area") == (
         "sd15 small: RAU-Net off (auto: not above 1.5x the native area)")
     assert line(raunet=False) == "sd15 small: RAU-Net off"  # unticked
+
+
+def test_a_forge_window_call_whose_tokens_another_tool_recut_keeps_that_tools_attention(ldm_unet):
+    """HyperTile's ComfyUI node (the forks) folds tiles of the queries into the batch before the attn1 replace; a
+    reference attention brings more keys than queries: those calls get the attention as built, counted as left to
+    other tools; a call on the whole grid gets the windows."""
+    from forge_stub import StubUnetPatcher
+
+    from hidiffusion_ext.forge.unet_patch import patch_forge_unet
+
+    patch = patch_forge_unet(StubUnetPatcher.around(ldm_unet("sd1")), HiDiffusionSettings(raunet=False), steps=STEPS,
+                             seed=SEED)
+    patch.set_step(0)
+    options = {"original_shape": [2, 4, 32, 32], "n_heads": 2}
+    seen = []
+
+    def attend(q, k, v, extra_options):
+        seen.append(tuple(q.shape))
+        return q
+
+    tiles, whole = torch.randn(8, 256, 32), torch.randn(2, 1024, 32)
+    assert torch.equal(patch._windowed_attn1(0, attend, tiles, tiles, tiles, options), tiles)  # 2 rows x 2x2 tiles
+    assert torch.equal(patch._windowed_attn1(0, attend, whole, torch.cat([whole] * 2, 1), whole, options), whole)
+    assert patch.stats.yielded_window_calls == 2 and patch.stats.windowed_calls == 0
+    patch._windowed_attn1(0, attend, whole, whole, whole, options)
+    assert patch.stats.windowed_calls == 1 and seen[-1] == (8, 256, 32)  # the whole grid: 4 windows per row
+    patch.remove()

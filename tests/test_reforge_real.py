@@ -10,3 +10,39 @@ from fork_backend import gated_fork
 from fork_cases import *  # noqa: F403 - the shared cases run here against this fork
 
 pytestmark, host = gated_fork("REFORGE_DIR")
+
+
+def test_hypertile_keeps_its_tiles_and_the_windows_stay_where_it_leaves_the_tokens_whole(host, nets):
+    """reForge's built-in HyperTile (sd_forge_hypertile runs ComfyUI's node, ldm_patched/contrib/nodes_hypertile.py)
+    folds tiles of the top-level queries into the batch: those calls keep its attention (SD1: bit for bit HyperTile
+    alone). At max depth 0 it leaves SDXL's windowed level 1 whole, and the windows run there."""
+    import pytest
+    import torch
+
+    from hidiffusion_ext import HiDiffusionSettings
+    from hidiffusion_ext.forge.unet_patch import patch_forge_unet
+    from hidiffusion_ext.webui import conflicts
+
+    try:
+        from ldm_patched.contrib.nodes_hypertile import HyperTile
+    except ImportError:
+        pytest.skip("this reForge tree has no HyperTile node")
+    for shape in ("sd1", "sdxl"):
+        ldm, patcher = nets(shape)
+        x, context = inputs(ldm, (32, 32))  # noqa: F405
+        tiled = HyperTile().patch(patcher, 128, 1, 0, False)[0]  # 16-latent tiles; swap size 1: no random choice
+        alone = host.denoise(tiled, x, context, sigma(0))  # noqa: F405
+        decisions = conflicts.forge_decisions(tiled)
+        assert [(d.tool, d.action) for d in decisions] == [("HyperTile", conflicts.WINDOWS_YIELD_PER_CALL)]
+        result = patch_forge_unet(tiled, HiDiffusionSettings(raunet=False), steps=STEPS, seed=SEED)  # noqa: F405
+        conflicts.apply_decisions(result, decisions)
+        result.set_step(0)
+        both = host.denoise(result.patcher, x, context, sigma(0))  # noqa: F405
+        result.remove()
+        assert result.notes == ["HyperTile tiles the top-level self-attention: MSW-MSA left to it on every call it tiles"]
+        if shape == "sd1":
+            assert result.stats.windowed_calls == 0 and result.stats.yielded_window_calls == 5
+            assert torch.equal(both, alone)
+        else:
+            assert result.stats.windowed_calls > 0 and result.stats.yielded_window_calls == 0
+            assert not torch.equal(both, alone)

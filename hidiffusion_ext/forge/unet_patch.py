@@ -67,7 +67,12 @@ class ForgeHiDiffusion(HiDiffusionPass):
     # -- what the patches do -----------------------------------------------------------------------------
     def _windowed_attn1(self, index: int, attend, q, k, v, extra_options, per_window: bool = False):
         shape = extra_options.get("original_shape")
-        if self.removed or shape is None or k.shape[1] != q.shape[1]:  # not in a pass's U-Net forward, or a context
+        if self.removed or shape is None:  # not in a pass's U-Net forward
+            return attend(q, k, v, extra_options)
+        if k.shape[1] != q.shape[1] or q.shape[0] != int(shape[0]):
+            # another tool re-cut this call's tokens before us (HyperTile folds its tiles into the batch, reference
+            # attention adds keys): its attention as it built it; the windows stay wherever it does not
+            self.stats.yielded_window_calls += 1
             return attend(q, k, v, extra_options)
         grid = self.window_grid(index, q.shape[1], (int(shape[-2]), int(shape[-1])))
         if grid is None:

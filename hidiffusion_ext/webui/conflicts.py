@@ -5,7 +5,8 @@ the U-Net's modules, the enabled scripts, the selected SD U-Net). The rules and 
 - Deep Shrink (Forge's Kohya HRFix, wcde's sd-webui-kohya-hiresfix, DeepShrinkHires.fix) shrinks the same deep
   path that RAU-Net shrinks, to the same end: RAU-Net yields for the pass, MSW-MSA stays.
 - HyperTile tiles the same top-level self-attention into smaller tiles than MSW-MSA's 4 windows: MSW-MSA yields
-  on the blocks HyperTile tiles, RAU-Net stays.
+  on the blocks HyperTile tiles (A1111: its per-module switch; the forks' ComfyUI node: every call whose tokens it
+  re-cut, decided by the Forge adapter per call), RAU-Net stays.
 - A tool that replaces the top-level self-attention (StyleAlign's shared attention, any ``set_model_replace_all`` on
   attn1) runs inside each MSW-MSA window, once per window with the batch as it built it: shared stays shared
   (within the window), windows stay windows.
@@ -22,11 +23,12 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 COMPOSE = "compose"
 RAUNET_YIELDS = "RAU-Net yields"
 WINDOWS_YIELD = "MSW-MSA yields"
+WINDOWS_YIELD_PER_CALL = "MSW-MSA yields per call"
 INSIDE_WINDOWS = "inside windows"
 
 DEEP_SHRINK_NOTE = "{tool} shrinks the deep blocks as RAU-Net does: RAU-Net off for this pass, MSW-MSA on"
 HYPERTILE_NOTE = "HyperTile tiles the top-level self-attention: MSW-MSA left to it on {count} of {total} blocks"
-ALL_TILED_NOTE = "{tool} tiles the top-level self-attention: MSW-MSA left to it on every block"
+PER_CALL_NOTE = "{tool} tiles the top-level self-attention: MSW-MSA left to it on every call it tiles"
 INSIDE_NOTE = "{tool} replaces the top-level self-attention: it runs inside each MSW-MSA window"
 COMPOSE_NOTE = "{tool}: composes"
 TILING_NOTE = "{tool}: composes; tiles at or below the native size run without RAU-Net"
@@ -35,7 +37,7 @@ TILING_NOTE = "{tool}: composes; tiles at or below the native size run without R
 FORGE_TOOLS = (
     ("patchmodeladddownscale", "Kohya HRFix (Deep Shrink)", RAUNET_YIELDS),
     ("kohya", "Kohya HRFix (Deep Shrink)", RAUNET_YIELDS),
-    ("hypertile", "HyperTile", WINDOWS_YIELD),
+    ("hypertile", "HyperTile", WINDOWS_YIELD_PER_CALL),
     ("stylealign", "StyleAlign", INSIDE_WINDOWS),
     ("perturbed_attention", "PAG", COMPOSE),
     ("forge_sag", "SAG", COMPOSE),
@@ -69,7 +71,7 @@ def apply_decisions(patch, decisions: Sequence[Decision]) -> List[str]:
         elif decision.action == WINDOWS_YIELD and patch.settings.mswmsa:
             patch.yield_windows(decision.windows or None, decision.tool)
             patch.add_note(decision.note)
-        elif decision.action in (INSIDE_WINDOWS, COMPOSE):
+        elif decision.action in (INSIDE_WINDOWS, COMPOSE, WINDOWS_YIELD_PER_CALL):
             patch.add_note(decision.note)
     return [d.note for d in decisions]
 
@@ -153,7 +155,7 @@ def _sd_unet():
 
 # -- helpers ------------------------------------------------------------------------------------------------
 def _decision(tool: str, action: str) -> Decision:
-    notes = {RAUNET_YIELDS: DEEP_SHRINK_NOTE, INSIDE_WINDOWS: INSIDE_NOTE, WINDOWS_YIELD: ALL_TILED_NOTE}
+    notes = {RAUNET_YIELDS: DEEP_SHRINK_NOTE, INSIDE_WINDOWS: INSIDE_NOTE, WINDOWS_YIELD_PER_CALL: PER_CALL_NOTE}
     note = notes.get(action) or (TILING_NOTE if tool in TILERS else COMPOSE_NOTE)
     return Decision(tool, action, note.format(tool=tool))
 
