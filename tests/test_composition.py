@@ -9,7 +9,7 @@ from conftest import run_unet
 from hidiffusion_ext import HiDiffusionSettings, apply_hidiffusion
 from hidiffusion_ext.core.geometry import STOCK
 from hidiffusion_ext.forge import attention as forge_attention
-from hidiffusion_ext.webui import fields
+from hidiffusion_ext.webui import conflicts, fields
 from hidiffusion_ext.webui import session as webui_session
 
 STEPS, SEED = 10, 7
@@ -167,3 +167,11 @@ def test_a_forge_window_call_whose_tokens_another_tool_recut_keeps_that_tools_at
     patch._windowed_attn1(0, attend, whole, whole, whole, options)
     assert patch.stats.windowed_calls == 1 and seen[-1] == (8, 256, 32)  # the whole grid: 4 windows per row
     patch.remove()
+
+    hypertile = conflicts._decision("HyperTile", conflicts.WINDOWS_YIELD_PER_CALL)
+    for mswmsa, notes in ((True, [hypertile.note]), (False, [])):  # named only where MSW-MSA would have run
+        other = patch_forge_unet(StubUnetPatcher.around(ldm_unet("sd1")), HiDiffusionSettings(mswmsa=mswmsa),
+                                 steps=STEPS, seed=SEED)
+        conflicts.apply_decisions(other, [hypertile])
+        assert other.notes == notes
+        other.remove()

@@ -10,7 +10,8 @@ the U-Net's modules, the enabled scripts, the selected SD U-Net). The rules and 
 - A tool that replaces the top-level self-attention (StyleAlign's shared attention, any ``set_model_replace_all`` on
   attn1) runs inside each MSW-MSA window, once per window with the batch as it built it: shared stays shared
   (within the window), windows stay windows.
-- MultiDiffusion, Tiled Diffusion / tiling: composes; a tile at or below the native size runs without RAU-Net (core TileGate).
+- MultiDiffusion, Tiled Diffusion, any tiler: composes; a tile at or below the native size runs without RAU-Net
+  (core TileGate).
 - SAG, PAG (middle block), FreeU (skip scaling): compose.
 Every decision is a note for the console and the infotext.
 """
@@ -71,7 +72,9 @@ def apply_decisions(patch, decisions: Sequence[Decision]) -> List[str]:
         elif decision.action == WINDOWS_YIELD and patch.settings.mswmsa:
             patch.yield_windows(decision.windows or None, decision.tool)
             patch.add_note(decision.note)
-        elif decision.action in (INSIDE_WINDOWS, COMPOSE, WINDOWS_YIELD_PER_CALL):
+        elif decision.action == WINDOWS_YIELD_PER_CALL and patch.settings.mswmsa:
+            patch.add_note(decision.note)  # the Forge adapter leaves each call the tool re-cut to it
+        elif decision.action in (INSIDE_WINDOWS, COMPOSE):
             patch.add_note(decision.note)
     return [d.note for d in decisions]
 
