@@ -211,11 +211,9 @@ def load_script_module():
 
 
 def script_args(**named):
-    """Our Script's arguments in ui() order: on, both parts, auto everywhere, applied to both passes; ``named``
+    """Our Script's arguments in ui() order: the fields' defaults, switched on and applied to both passes; ``named``
     overrides (the API's field names)."""
     from hidiffusion_ext.webui import fields
 
-    values = {"enabled": True, "raunet": True, "mswmsa": True, "preset": "Auto", "t1": "", "t2": "",
-              "aggressive": "auto", "apply_to": "both", "odd_windows": "bicubic"}
-    values.update(named)
+    values = {f.name: f.default for f in fields.FIELDS} | {"enabled": True, "apply_to": "both"} | named
     return [values[n] for n in fields.names()]

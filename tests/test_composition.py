@@ -9,7 +9,7 @@ from conftest import run_unet
 from hidiffusion_ext import HiDiffusionSettings, apply_hidiffusion
 from hidiffusion_ext.core.geometry import STOCK
 from hidiffusion_ext.forge import attention as forge_attention
-from hidiffusion_ext.webui import conflicts, fields
+from hidiffusion_ext.webui import conflicts
 from hidiffusion_ext.webui import session as webui_session
 
 STEPS, SEED = 10, 7
@@ -110,8 +110,7 @@ def test_script_counts_native_tile_forwards_in_the_console_line(ldm_unet, monkey
     p.tiled_unet = lambda x, t, context: torch.cat(
         [torch.cat([unet(tile, t, context=context) for tile in _tiles(row, NATIVE)], -1)
          for row in x.split(NATIVE, -2)], -2)
-    values = {f.name: f.default for f in fields.FIELDS} | {"enabled": True, "apply_to": "both"}
-    fake_webui.process_images(p, script, [values[n] for n in fields.names()])
+    fake_webui.process_images(p, script, fake_webui.script_args())
     stats = webui_session.last.passes[(0, False)].patch.stats
     assert stats.native_tile_forwards == 3 * 4 and stats.rad_forwards == 0 and stats.windowed_calls > 0
     assert any("12 tile forwards at native size: RAU-Net off" in m for m in hidiffusion_log)

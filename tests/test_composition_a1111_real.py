@@ -99,7 +99,6 @@ def test_wcde_deep_shrink_makes_raunet_yield_in_a_generation(tmp_path, hidiffusi
     blocks in its Scaler from its cfg-denoiser callback; RAU-Net yields for the pass, MSW-MSA stays."""
     import fake_webui
 
-    from hidiffusion_ext.webui import fields
     from hidiffusion_ext.webui import session as webui_session
 
     ours = fake_webui.load_script_module().HiDiffusionScript()  # clears the stand-in's callbacks first
@@ -111,12 +110,11 @@ def test_wcde_deep_shrink_makes_raunet_yield_in_a_generation(tmp_path, hidiffusi
     unet = build_ldm_unet(unet_params("sd1"), seed=1)
     # enable, only_one_pass, d1, d2, s1, s2, scaler, downscale, upscale, smooth_scaling, early_out (its ui() order)
     kohya_args = [True, True, 3, 4, 0.15, 0.3, "bicubic", 0.5, 2.0, False, False]
-    values = {f.name: f.default for f in fields.FIELDS} | {"enabled": True, "apply_to": "both"}
     images = []
     for enable in (False, True):
         p = fake_webui.make_p(unet, steps=4)
         kohya = (khrfix.KohyaHiresFix(), [enable, *kohya_args[1:]])
-        images += fake_webui.process_images(p, ours, [values[n] for n in fields.names()], others=[kohya]).images
+        images += fake_webui.process_images(p, ours, fake_webui.script_args(), others=[kohya]).images
         assert not p.scripts.errors, p.scripts.errors
     record = webui_session.last.passes[(0, False)]
     assert record.patch.raunet_skipped and record.patch.stats.rad_forwards == 0
@@ -133,15 +131,13 @@ def test_a_generation_names_hypertile_once_and_not_idle_windows(hypertile, unet)
     """Through our Script: the yield is the note; "MSW-MSA ran on no step" would only repeat it."""
     import fake_webui
 
-    from hidiffusion_ext.webui import fields
     from hidiffusion_ext.webui import session as webui_session
 
     ours = fake_webui.load_script_module().HiDiffusionScript()
     ours.is_txt2img = True
     hook(hypertile, unet, enable=True)
     p = fake_webui.make_p(unet, width=SIZE[1] * 8, height=SIZE[0] * 8, steps=3)
-    values = {f.name: f.default for f in fields.FIELDS} | {"enabled": True, "apply_to": "both"}
-    fake_webui.process_images(p, ours, [values[n] for n in fields.names()])
+    fake_webui.process_images(p, ours, fake_webui.script_args())
     assert not p.scripts.errors, p.scripts.errors
     stats = webui_session.last.passes[(0, False)].patch.stats
     assert stats.windowed_calls == 0 and stats.yielded_window_calls == 5 * 3 and stats.rad_forwards == 1

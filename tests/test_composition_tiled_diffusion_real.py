@@ -12,7 +12,6 @@ import pytest
 import tiled_diffusion_host
 import torch
 
-from hidiffusion_ext.webui import fields
 from hidiffusion_ext.webui import session as webui_session
 
 TILED_DIFFUSION_DIR = os.environ.get("TILED_DIFFUSION_DIR", "")
@@ -43,9 +42,8 @@ def generate(ldm_unet, monkeypatch):
         def run(tile, tiled=True, **settings):
             p = fake_webui.make_p(unet, width=PASS[1] * 8, height=PASS[0] * 8, steps=STEPS)
             tiled_diffusion_host.call_the_created_sampler(p)
-            values = {f.name: f.default for f in fields.FIELDS} | {"apply_to": "both"} | settings
             others = [(theirs, tiled_diffusion_args(tiled, tile))]
-            image = fake_webui.process_images(p, ours, [values[n] for n in fields.names()], others=others).images[0]
+            image = fake_webui.process_images(p, ours, fake_webui.script_args(**settings), others=others).images[0]
             assert not p.scripts.errors, p.scripts.errors
             return image, p
 
