@@ -131,7 +131,7 @@ def test_the_console_line_says_raunet_is_off_and_why_rather_than_a_schedule():
     resolved = NS(family="sd15", size_class="small", describe=lambda: "sd15 small: T1 0.4, T2 0; RAD steps 0-0")
 
     def line(raunet=True, skipped=False, reason=None):
-        patch = NS(settings=NS(raunet=raunet), raunet_skipped=skipped)
+        patch = NS(raunet_active=raunet and not skipped, raunet_skipped=skipped)
         return webui_session._raunet_part(NS(patch=patch, plan=NS(raunet_off_reason=reason)), resolved)
 
     assert line() == "sd15 small: T1 0.4, T2 0; RAD steps 0-0"

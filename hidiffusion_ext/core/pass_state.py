@@ -127,6 +127,11 @@ class HiDiffusionPass(ABC):
             self._resolved[key] = resolve(self.family, key, self.steps, self.settings, self._non_aggressive_model)
         return self._resolved[key]
 
+    @property
+    def raunet_active(self) -> bool:
+        """RAU-Net is on for this pass and nothing has turned it off (a yield, a control type it cannot follow)."""
+        return self.settings.raunet and not self.raunet_skipped
+
     def skip_raunet(self, reason: str) -> None:
         """Keep RAU-Net off for the rest of the pass, and say why in the infotext and the console."""
         self.raunet_skipped = True
@@ -152,7 +157,7 @@ class HiDiffusionPass(ABC):
     # -- per forward ------------------------------------------------------------------------------------
     def geometry_for(self, latent_hw: Tuple[int, int]) -> ForwardGeometry:
         """RAD and pooling for a forward on ``latent_hw`` at the current step: the U-Net and ControlNets ask here."""
-        raunet_on = self.settings.raunet and not self.raunet_skipped and not self._native_tile(latent_hw)
+        raunet_on = self.raunet_active and not self._native_tile(latent_hw)
         return forward_geometry(self.resolved_for(latent_hw).schedule, self.step, self.family, raunet_on)
 
     def _native_tile(self, latent_hw: Tuple[int, int]) -> bool:
@@ -161,7 +166,7 @@ class HiDiffusionPass(ABC):
     def begin_forward(self, latent_hw: Tuple[int, int]) -> None:
         self._state = ForwardState(latent_hw=latent_hw, geometry=self.geometry_for(latent_hw))
         self.stats.forwards += 1
-        if self.settings.raunet and not self.raunet_skipped and self._native_tile(latent_hw):
+        if self.raunet_active and self._native_tile(latent_hw):
             self.stats.native_tile_forwards += 1
         self.stats.rad_forwards += self._state.rad
         self.stats.pool_forwards += self._state.pool
@@ -174,9 +179,8 @@ class HiDiffusionPass(ABC):
 
     def predicted_ratio(self, latent_hw: Tuple[int, int]) -> float:
         """The cost model's U-Net compute of this pass over the stock one (core/cost_model.py)."""
-        raunet_on = self.settings.raunet and not self.raunet_skipped
         return schedule_ratio(self.unet_map, self.roles, self.family, latent_hw, self.resolved_for(latent_hw).schedule,
-                              raunet_on, self.settings.mswmsa)
+                              self.raunet_active, self.settings.mswmsa)
 
     def pool(self, h):
         self._state.pre_pool_size = tuple(h.shape[-2:])

@@ -35,7 +35,7 @@ def controlnet_wrapper(hd_pass: HiDiffusionPass, prior=None):
     def wrapper(**kwargs):
         call = (lambda: prior(**kwargs)) if prior is not None else (lambda: _run_encoder(kwargs))
         x, encoder = kwargs.get("x"), kwargs.get("inner_model")
-        if hd_pass.removed or x is None or not hd_pass.settings.raunet or hd_pass.raunet_skipped:
+        if hd_pass.removed or x is None or not hd_pass.raunet_active:
             return call()  # a T2I-Adapter (no x), or nothing to follow
         label = labels.setdefault(id(kwargs.get("model")), f"{type(encoder).__name__} (unit {len(labels) + 1})")
         hd_pass.stats.control_units = len(labels)
@@ -94,7 +94,7 @@ def control_watch(hd_pass: HiDiffusionPass, encoders: EncoderOverrides):
     follow turns it off before the first U-Net call it would reach; ControlNets that never call the wrapper get their
     encoder overridden for the pass."""
     def watch(model, x, timestep, uncond, cond, cond_scale, model_options, seed):
-        if hd_pass.settings.raunet and not hd_pass.raunet_skipped and not hd_pass.removed:
+        if hd_pass.raunet_active and not hd_pass.removed:
             controlnets = [c for entry in [*cond, *(uncond or [])] for c in linked_controlnets(entry.get("control"))]
             note = blocker(controlnets, model_options)
             if note:
@@ -151,7 +151,7 @@ def _override_forward(encoder, hd_pass: HiDiffusionPass, label: str, matches: bo
             return prior(*args, **kwargs)
 
         x = kwargs.get("x", args[0] if args else None)
-        if hd_pass.removed or not hd_pass.settings.raunet or hd_pass.raunet_skipped or not hasattr(x, "shape"):
+        if hd_pass.removed or not hd_pass.raunet_active or not hasattr(x, "shape"):
             return call()  # a stale override passes through
         latent_hw = (int(x.shape[-2]), int(x.shape[-1]))
         keyed = {}

@@ -173,7 +173,7 @@ class Generation:
         records = list(self.passes.values())
         notes = []
         if self.args.raunet and not any(r.patch.stats.rad_forwards or r.patch.stats.pool_forwards for r in records):
-            scheduled = [r for r in records if r.patch.settings.raunet and not r.patch.raunet_skipped
+            scheduled = [r for r in records if r.patch.raunet_active
                          and not r.patch.stats.native_tile_forwards]  # tiles are noted on their own
             if scheduled:  # e.g. 2 steps: int(2 * 0.4) = 0
                 resolved = scheduled[0].patch.resolved_for(scheduled[0].latent_hw)
@@ -194,7 +194,7 @@ class Generation:
 
 def _raunet_part(record: PassRecord, resolved) -> str:
     """The schedule where RAU-Net runs on the pass; where it does not, that it is off and why, not a schedule."""
-    if record.patch.settings.raunet and not record.patch.raunet_skipped:
+    if record.patch.raunet_active:
         return resolved.describe()
     off = f"{resolved.family} {resolved.size_class}: RAU-Net off"
     if record.patch.raunet_skipped:
