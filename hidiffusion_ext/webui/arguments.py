@@ -8,6 +8,8 @@ and the allowed values.
 from __future__ import annotations
 
 import math
+import numbers
+import reprlib
 from typing import Any, Dict, Optional, Sequence
 
 from ..core.settings import HiDiffusionSettings
@@ -15,12 +17,18 @@ from . import fields
 from .fields import RATIO, SWITCH
 
 try:  # Both webuis answer a FastAPI HTTPException with its status and detail, and print no traceback for it.
-    from fastapi import HTTPException as _ApiError
-except ImportError:  # outside a webui: a plain ValueError still carries status_code/detail
-    _ApiError = Exception
+    from fastapi import HTTPException
+
+    _ERROR_BASES: tuple = (HTTPException, ValueError)
+except ImportError:  # outside a webui: a plain ValueError that still carries status_code/detail
+    _ERROR_BASES = (ValueError,)
+
+SHOWN_VALUE_CHARS = 60  # a value quoted in an error is cut to this: a 100 kB string must not make a 100 kB message
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = _SHORT_REPR.maxlong = SHOWN_VALUE_CHARS
 
 
-class HiDiffusionArgumentError(_ApiError, ValueError):
+class HiDiffusionArgumentError(*_ERROR_BASES):
     """Bad script arguments. ``status_code``/``detail`` make the webui API answer 422 with this message."""
 
     def __init__(self, message: str):
@@ -90,12 +98,23 @@ def parse(values: Sequence[Any]) -> ScriptArgs:
 
 
 def parse_named(named: Dict[str, Any]) -> ScriptArgs:
-    unknown = sorted(set(named) - set(fields.names()))
+    unknown = [key for key in named if key not in fields.names()]  # keys need not be strings, nor sortable together
     if unknown:
         raise HiDiffusionArgumentError(
-            f"HiDiffusion: unknown field {unknown[0]!r}; allowed fields: {', '.join(fields.names())}"
+            f"HiDiffusion: unknown field {shown(unknown[0])}; allowed fields: {', '.join(fields.names())}"
         )
     return _validated({**fields.defaults(), **named})
+
+
+def shown(value: Any) -> str:
+    """The value for an error message, at most SHOWN_VALUE_CHARS long, whatever arrived."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of {math.floor(math.log10(abs(value))) + 1} digits"  # str() refuses > 4300 digits
+    try:
+        text = _SHORT_REPR.repr(value)
+    except Exception:  # such an int inside a list, a recursive container, a broken __repr__
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= SHOWN_VALUE_CHARS else text[: SHOWN_VALUE_CHARS - 3] + "..."
 
 
 def parse_value(field: fields.Field, value: Any):
@@ -116,23 +135,38 @@ def _switch(name: str, value: Any) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):  # X/Y/Z and pasted text
         return value.strip().lower() == "true"
-    raise HiDiffusionArgumentError(f"HiDiffusion: {name} must be true or false, got {value!r}")
+    raise HiDiffusionArgumentError(f"HiDiffusion: {name} must be true or false, got {shown(value)}")
 
 
 def _ratio(name: str, value: Any) -> Optional[float]:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto")):
         return None
-    if isinstance(value, bool):
-        raise HiDiffusionArgumentError(f"HiDiffusion: {name} must be a number from 0 to 1 or empty for auto, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise HiDiffusionArgumentError(
-            f"HiDiffusion: {name} must be a number from 0 to 1 or empty for auto, got {value!r}"
-        ) from None
+    number = _real(value)
+    if number is None:
+        raise HiDiffusionArgumentError(f"HiDiffusion: {name} must be a number from 0 to 1 or empty for auto, got {shown(value)}")
     if math.isnan(number) or not 0.0 <= number <= 1.0:
-        raise HiDiffusionArgumentError(f"HiDiffusion: {name} must be from 0 to 1 (a fraction of the steps), got {value!r}")
+        raise HiDiffusionArgumentError(f"HiDiffusion: {name} must be from 0 to 1 (a fraction of the steps), got {shown(value)}")
     return number
+
+
+def _real(value: Any) -> Optional[float]:
+    """A real number (int of any size, float, numpy scalar) or its text as a float; None for anything else.
+    Bools are not numbers here: ``true`` in a ratio field is a mistake, not 1.0. Beyond float's range -> +-inf."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):
+        try:
+            return float(value)
+        except OverflowError:  # JSON carries integers of any length
+            return math.inf if value > 0 else -math.inf
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)  # decimal text of any length parses (a huge one to inf); "nan" is refused by the caller
+        except ValueError:
+            return None
+    return None
 
 
 def _choice(field: fields.Field, value: Any) -> str:
@@ -144,4 +178,4 @@ def _choice(field: fields.Field, value: Any) -> str:
         for alias, choice in field.aliases.items():  # e.g. the internal family names for the preset
             if wanted == alias.lower():
                 return choice
-    raise HiDiffusionArgumentError(f"HiDiffusion: {field.name} must be one of {', '.join(field.choices)}; got {value!r}")
+    raise HiDiffusionArgumentError(f"HiDiffusion: {field.name} must be one of {', '.join(field.choices)}; got {shown(value)}")
