@@ -52,8 +52,12 @@ def hook(hypertile, unet, enable):
                                    max_depth=0, is_sdxl=False)
 
 
+def windowed_blocks(unet):
+    return windowed_transformers(unet, block_roles(inspect_unet(unet), plan_for("sd15")))
+
+
 def windowed_attn1(unet):
-    return [tb.attn1 for tb in windowed_transformers(unet, block_roles(inspect_unet(unet), plan_for("sd15")))]
+    return [tb.attn1 for tb in windowed_blocks(unet)]
 
 
 @needs_hypertile
@@ -62,7 +66,7 @@ def test_msw_msa_yields_where_hypertile_tiles_and_raunet_stays(hypertile, unet):
     hook(hypertile, unet, enable=True)
     wrappers = [attn.forward for attn in windowed_attn1(unet)]
     hypertile_alone = run_unet(unet, x)
-    decisions = conflicts.a1111_decisions(None, windowed_attn1(unet))
+    decisions = conflicts.a1111_decisions(None, windowed_blocks(unet))
     assert [(d.tool, d.action, d.windows) for d in decisions] == [("HyperTile", conflicts.WINDOWS_YIELD, (0, 1, 2, 3, 4))]
 
     hook(hypertile, unet, enable=True)  # same seed: the same tile choices
@@ -86,7 +90,7 @@ def test_msw_msa_yields_where_hypertile_tiles_and_raunet_stays(hypertile, unet):
 def test_hypertile_switched_off_leaves_the_windows_on(hypertile, unet):
     hook(hypertile, unet, enable=True)
     hook(hypertile, unet, enable=False)  # a later generation without it: the wrappers stay, inert
-    assert conflicts.a1111_decisions(None, windowed_attn1(unet)) == []
+    assert conflicts.a1111_decisions(None, windowed_blocks(unet)) == []
 
 
 KOHYA_DIR = os.environ.get("KOHYA_HIRESFIX_DIR", "")

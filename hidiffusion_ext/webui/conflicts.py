@@ -7,6 +7,10 @@ the U-Net's modules, the enabled scripts, the selected SD U-Net). The rules and 
 - HyperTile tiles the same top-level self-attention into smaller tiles than MSW-MSA's 4 windows: MSW-MSA yields
   on the blocks HyperTile tiles (A1111: its per-module switch; the forks' ComfyUI node: every call whose tokens it
   re-cut, decided by the Forge adapter per call), RAU-Net stays.
+- Token merging (ToMe: A1111's tomesd, Forge's attn1 patch) merges the tokens of the same self-attention before it
+  runs, for the same end as MSW-MSA (a cheaper top-level attention): MSW-MSA yields on the blocks it merges
+  (A1111: the blocks tomesd patched at a level it merges; Forge: every call whose queries it merged), RAU-Net stays.
+  Windows over merged tokens would window a token list that is no longer the image grid.
 - A tool that replaces the top-level self-attention (StyleAlign's shared attention, any ``set_model_replace_all`` on
   attn1) runs inside each MSW-MSA window, once per window with the batch as it built it: shared stays shared
   (within the window), windows stay windows.
@@ -33,12 +37,17 @@ PER_CALL_NOTE = "{tool} tiles the top-level self-attention: MSW-MSA left to it o
 INSIDE_NOTE = "{tool} replaces the top-level self-attention: it runs inside each MSW-MSA window"
 COMPOSE_NOTE = "{tool}: composes"
 TILING_NOTE = "{tool}: composes; tiles at or below the native size run without RAU-Net"
+TOME = "Token merging"
+TOME_NOTE = TOME + " (ratio {ratio:g}) merges the top-level self-attention's tokens: MSW-MSA left to it on {count} of " \
+                   "{total} blocks"
+TOME_PER_CALL_NOTE = TOME + " merges the top-level self-attention's tokens: MSW-MSA left to it on every call it merges"
 
 # Forge: (fragment of a patch's module or name, tool, what it does to the U-Net). Kohya's node keeps ComfyUI's name.
 FORGE_TOOLS = (
     ("patchmodeladddownscale", "Kohya HRFix (Deep Shrink)", RAUNET_YIELDS),
     ("kohya", "Kohya HRFix (Deep Shrink)", RAUNET_YIELDS),
     ("hypertile", "HyperTile", WINDOWS_YIELD_PER_CALL),
+    ("tomesd", TOME, WINDOWS_YIELD_PER_CALL),
     ("stylealign", "StyleAlign", INSIDE_WINDOWS),
     ("perturbed_attention", "PAG", COMPOSE),
     ("forge_sag", "SAG", COMPOSE),
@@ -115,19 +124,41 @@ def _forge_tool(fn) -> Optional[Tuple[str, str]]:
 
 
 # -- A1111: modules, scripts and the SD U-Net option -----------------------------------------------------
-def a1111_decisions(p, windowed_attn1: Sequence[object]) -> List[Decision]:
-    """What the tools active for ``p`` get; ``windowed_attn1`` are the attn1 modules MSW-MSA windows, in order."""
-    decisions = []
-    tiled = [i for i, attn in enumerate(windowed_attn1) if getattr(getattr(attn, HYPERTILE_PARAMS, None), "enabled", False)]
+def a1111_decisions(p, windowed_blocks: Sequence[object], window_downsample: int = 1) -> List[Decision]:
+    """What the tools active for ``p`` get; ``windowed_blocks`` are the transformer blocks whose attn1 MSW-MSA
+    windows, in order, at a level ``window_downsample`` times smaller than the latent."""
+    decisions, total = [], len(windowed_blocks)
+    tiled = [i for i, block in enumerate(windowed_blocks)
+             if getattr(getattr(block.attn1, HYPERTILE_PARAMS, None), "enabled", False)]
     if tiled:
-        decisions.append(Decision("HyperTile", WINDOWS_YIELD,
-                                  HYPERTILE_NOTE.format(count=len(tiled), total=len(windowed_attn1)), tuple(tiled)))
+        decisions.append(Decision("HyperTile", WINDOWS_YIELD, HYPERTILE_NOTE.format(count=len(tiled), total=total),
+                                  tuple(tiled)))
+    merged = {i: ratio for i, block in enumerate(windowed_blocks)
+              if (ratio := tome_ratio(block, window_downsample)) is not None}
+    if merged:
+        note = TOME_NOTE.format(ratio=max(merged.values()), count=len(merged), total=total)
+        decisions.append(Decision(TOME, WINDOWS_YIELD, note, tuple(merged)))
     decisions += [_decision(tool, action) for tool, action in _a1111_scripts(p)]
     unet = getattr(_sd_unet(), "current_unet", None)
     tool = A1111_DEEP_SHRINK_UNETS.get(type(unet).__name__)
     if tool:
         decisions.append(_decision(tool, RAUNET_YIELDS))
     return decisions
+
+
+def tome_ratio(block, downsample: int) -> Optional[float]:
+    """The ratio at which tomesd merges ``block``'s self-attention tokens at a level ``downsample`` times smaller
+    than the latent, or None. tomesd.apply_patch makes every transformer block a ``ToMeBlock`` with ``_tome_info``
+    and merges where the level's downsample is at most ``max_downsample`` (A1111 applies it with 1: the top level).
+    tomesd.remove_patch restores the class but leaves ``_tome_info`` behind, so the class decides."""
+    if type(block).__name__ != "ToMeBlock":
+        return None
+    info = getattr(block, "_tome_info", None)
+    args = info.get("args", {}) if isinstance(info, dict) else {}
+    ratio = float(args.get("ratio", 0) or 0)
+    if ratio > 0 and args.get("merge_attn", True) and downsample <= int(args.get("max_downsample", 1)):
+        return ratio
+    return None
 
 
 def _a1111_scripts(p) -> List[Tuple[str, str]]:
@@ -160,6 +191,8 @@ def _sd_unet():
 def _decision(tool: str, action: str) -> Decision:
     notes = {RAUNET_YIELDS: DEEP_SHRINK_NOTE, INSIDE_WINDOWS: INSIDE_NOTE, WINDOWS_YIELD_PER_CALL: PER_CALL_NOTE}
     note = notes.get(action) or (TILING_NOTE if tool in TILERS else COMPOSE_NOTE)
+    if tool == TOME:
+        note = TOME_PER_CALL_NOTE
     return Decision(tool, action, note.format(tool=tool))
 
 

@@ -62,8 +62,8 @@ class PassPlan:
     def pixel_size(self) -> Tuple[int, int]:
         return self.spec.latent_hw[1] * 8, self.spec.latent_hw[0] * 8
 
-    def describe(self) -> str:
-        """One line per pass, as the readout shows it."""
+    def describe(self, windows_left_to: Optional[str] = None) -> str:
+        """One line per pass, as the readout shows it; ``windows_left_to``: a tool MSW-MSA will yield to."""
         w, h = self.pixel_size
         if self.untouched_reason:
             return f"{self.spec.name} {w}x{h}: untouched ({self.untouched_reason})"
@@ -72,6 +72,8 @@ class PassPlan:
         else:
             rau = "RAU-Net off" + (f" ({self.raunet_off_reason})" if self.raunet_off_reason else "")
         msw = "MSW-MSA on" if self.mswmsa else "MSW-MSA off"
+        if self.mswmsa and windows_left_to:
+            msw = f"MSW-MSA left to {windows_left_to}"
         return f"{self.spec.name} {w}x{h}, {self.spec.steps} steps: {rau}; {msw}; {describe_saving(self.compute_ratio)}"
 
 

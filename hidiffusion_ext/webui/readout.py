@@ -59,11 +59,30 @@ def tab_values(tab: str, values: Mapping[str, Any]) -> TabValues:
     return result
 
 
+def token_merging_ratio(tab: str, hires: bool) -> float:
+    """The Token merging ratio Settings give a pass (processing.py get_token_merging_ratio; 0 outside a webui)."""
+    try:
+        from modules import shared
+    except ImportError:
+        return 0.0
+
+    def option(name: str) -> float:
+        try:
+            return float(getattr(shared.opts, name, 0) or 0)
+        except (TypeError, ValueError):
+            return 0.0
+
+    if tab == "img2img":
+        return option("token_merging_ratio_img2img") or option("token_merging_ratio")
+    return (hires and option("token_merging_ratio_hr")) or option("token_merging_ratio")
+
+
 def readout_text(tab: str, model_source: Callable[[], Any], controls: Sequence, values: Mapping[str, Any],
-                 fallback: Optional[str] = None) -> str:
+                 fallback: Optional[str] = None, merging: Optional[Callable[[bool], float]] = None) -> str:
     """The line for these values: ``controls`` in fields.FIELDS order, ``values`` the tab's fields by name.
 
-    The model is read from ``model_source`` at call time (it changes without any event on this tab).
+    The model and the Settings (``merging(hires)``, Token merging) are read at call time: they change without any
+    event on this tab.
     ``fallback`` replaces the "no model loaded" text (the page-load hint while the webui is still starting).
     """
     try:
@@ -71,7 +90,8 @@ def readout_text(tab: str, model_source: Callable[[], Any], controls: Sequence, 
         model = model_source()
         if model is None and fallback is not None:
             return fallback
-        return preview(args, model, tab_values(tab, values))
+        merging = merging or (lambda hires: token_merging_ratio(tab, hires))
+        return preview(args, model, tab_values(tab, values), merging)
     except (HiDiffusionArgumentError, UnsupportedModelError) as error:
         return f"Resolved schedule: {error}"
     except Exception as error:  # display only: never an error popup for a slider move

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ..core.cost_model import describe_saving
 from ..core.pass_state import HiDiffusionPass
+from ..core.presets import plan_for
 from ..core.unet_map import UnsupportedModelError
 from ..forge.unet_patch import forge_unsupported_reason, is_own_forge_patch, patch_forge_unet, without_hidiffusion
 from ..ldm.patch_ledger import sweep
@@ -106,7 +107,8 @@ class Generation:
             patch = self._patch_a1111(p, unet, plan.settings, common)
             if patch is None:
                 return
-            decisions = conflicts.a1111_decisions(p, [tb.attn1 for tb in windowed_transformers(unet, patch.roles)])
+            decisions = conflicts.a1111_decisions(p, windowed_transformers(unet, patch.roles),
+                                                  2 ** plan_for(patch.family).window_level)
         patch.set_tile_gate(spec.latent_hw, native_latent(plan.family, model.v_768))
         conflicts.apply_decisions(patch, decisions)
         self.current = self.passes[key] = PassRecord(key, plan, patch)

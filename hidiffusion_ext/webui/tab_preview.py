@@ -7,7 +7,7 @@ pass_plan.plan_pass, the same function the generation patches from, so the user 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from ..core.unet_map import UnsupportedModelError
 from .arguments import ScriptArgs
@@ -55,8 +55,10 @@ def passes(tab: TabValues) -> List[Tuple[str, int, int, int, bool]]:
     return result
 
 
-def preview(args: ScriptArgs, model: Optional[ModelInfo], tab: TabValues) -> str:
-    """Markdown: the family, then per pass what RAU-Net and MSW-MSA will do."""
+def preview(args: ScriptArgs, model: Optional[ModelInfo], tab: TabValues,
+            merging: Callable[[bool], float] = lambda hires: 0.0) -> str:
+    """Markdown: the family, then per pass what RAU-Net and MSW-MSA will do. ``merging(hires)``: the Token merging
+    ratio the host will use on that pass (Settings); it merges the top level, where SD1/SD2 window (conflicts.py)."""
     if model is None:
         return "Resolved schedule: no model is loaded yet (Forge loads it at the first Generate)."
     try:
@@ -65,5 +67,10 @@ def preview(args: ScriptArgs, model: Optional[ModelInfo], tab: TabValues) -> str
     except UnsupportedModelError as error:
         return f"Resolved schedule: {error}."
     lines = [f"**Resolved for {FAMILY_NAMES[plans[0].family]}**" + ("" if args.enabled else " (HiDiffusion is off)")]
-    lines += [f"- {plan.describe()}" for plan in plans]
+    lines += [f"- {plan.describe(_merged_by(merging(plan.spec.hires)) if plan.family == 'sd15' else None)}"
+              for plan in plans]
     return "\n".join(lines)
+
+
+def _merged_by(ratio: float) -> Optional[str]:
+    return f"Token merging (ratio {ratio:g}, Settings)" if ratio > 0 else None
