@@ -35,6 +35,21 @@ def dilated(conv: nn.Conv2d):
     return conv_geometry(conv, RAD_STRIDE, RAD_PADDING, RAD_DILATION)
 
 
+def even_rows_and_columns(x: torch.Tensor) -> torch.Tensor:
+    """The RAD's input for the stock conv: a 3x3 conv with stride 4, padding 2 and dilation 2 reads only even rows
+    and columns (tap k of output o is row 4o + 2k - 2), so it equals the stock stride-2, padding-1 conv on
+    x[..., ::2, ::2] (tap k is row 2(2o + k - 1)), zero padding included, with the same ceil(H/4) output. Running the
+    module unchanged on this input keeps everything a host adds around the conv's own geometry working: A1111's
+    functional LoRA adds ``up(down(x))`` with a ``down`` conv that copied the stock stride and padding at load time."""
+    return x[..., ::2, ::2]
+
+
+def is_stock_downsample_conv(conv: nn.Conv2d) -> bool:
+    """3x3, stride 2, padding 1, no dilation, zero padding: the geometry even_rows_and_columns stands in for."""
+    return (tuple(conv.kernel_size), tuple(conv.stride), tuple(conv.padding), tuple(conv.dilation), conv.padding_mode) \
+        == ((3, 3), (2, 2), (1, 1), (1, 1), "zeros")
+
+
 def rau_downsample(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """Dilated stride-4 downsample with the existing weights."""
     with dilated(conv):

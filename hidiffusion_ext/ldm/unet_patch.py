@@ -96,7 +96,9 @@ class HiDiffusionHandle(HiDiffusionPass):
             def forward(x, *args, **kwargs):
                 if not self._state.rad:
                     return inner(x, *args, **kwargs)
-                with raunet.dilated(down.op):
+                if raunet.is_stock_downsample_conv(down.op):  # the stock conv on even rows/columns: see raunet
+                    return inner(raunet.even_rows_and_columns(x), *args, **kwargs)
+                with raunet.dilated(down.op):  # e.g. circular padding (A1111's Tiling): the reference's swap
                     return inner(x, *args, **kwargs)
             return forward
         return make
