@@ -49,8 +49,15 @@ class CFGDenoiser:
         return uncond + 3.0 * (cond - uncond)
 
 
-def sample_loop(p, x, steps, sampler):
-    """launch_sampling + a k-diffusion-like loop; the sampler callback sets state.sampling_step after call 1."""
+def schedule_for(steps):
+    """The noise levels sample_loop evaluates (here DDPM-timestep-like), noisiest first, ending at 0 as k-diffusion
+    schedules do."""
+    return [999 - i * (999 // steps) for i in range(steps)] + [0]
+
+
+def sample_loop(p, x, steps, sampler, sigmas=None):
+    """launch_sampling + a k-diffusion-like loop; the sampler callback sets state.sampling_step after call 1.
+    ``sigmas``: the schedule the Sampler hands its function (sd_samplers_kdiffusion.py:211-230); the loop uses it."""
     from modules import shared
 
     second_order = sampler == "Heun"
@@ -59,8 +66,7 @@ def sample_loop(p, x, steps, sampler):
     p.denoiser_log.append(denoiser)
     last = x
     try:
-        for i in range(steps):
-            t = 999 - i * (999 // steps)
+        for i, t in enumerate((sigmas or schedule_for(steps))[:-1]):
             d = denoiser.forward(x, t, p.context)
             shared.state.sampling_step = i
             if second_order and i < steps - 1:
@@ -69,6 +75,14 @@ def sample_loop(p, x, steps, sampler):
         return x
     except InterruptedException:
         return last
+
+
+def run_sampler(p, x, steps):
+    """Sampler.sample: the sampler exists before process_before_every_sampling (processing.py:1308, 1386, 1607),
+    which may wrap its ``func``; it is called as ``self.func(...)`` with the schedule as a keyword."""
+    p.sampler = SimpleNamespace(func=sample_loop)
+    _before_every_sampling(p, x)
+    return p.sampler.func(p, x, steps, p.sampler_name, sigmas=schedule_for(steps))
 
 
 def make_p(unet, *, width=256, height=256, steps=4, seed=42, batch_size=1, n_iter=1, sampler="Euler",
@@ -115,12 +129,9 @@ def _sample(p):
     g = torch.Generator().manual_seed(p.all_seeds[p.iteration * p.batch_size])
     if p.init_latent is not None:
         steps = int(min(p.denoising_strength, 0.999) * p.steps) + 1
-        x = p.init_latent.clone()
-        _before_every_sampling(p, x)
-        return sample_loop(p, x, steps, p.sampler_name)
+        return run_sampler(p, p.init_latent.clone(), steps)
     x = torch.randn(p.batch_size, 4, p.height // 8, p.width // 8, generator=g)
-    _before_every_sampling(p, x)
-    samples = sample_loop(p, x, p.steps, p.sampler_name)
+    samples = run_sampler(p, x, p.steps)
     if not p.enable_hr:
         return samples
     from modules import shared
@@ -133,8 +144,7 @@ def _sample(p):
     p.decode_window = (started, time.perf_counter())
     samples = torch.nn.functional.interpolate(samples, size=(p.hr_upscale_to_y // 8, p.hr_upscale_to_x // 8))
     p.scripts.before_hr(p)
-    _before_every_sampling(p, samples)
-    samples = sample_loop(p, samples, p.hr_second_pass_steps or p.steps, p.sampler_name)
+    samples = run_sampler(p, samples, p.hr_second_pass_steps or p.steps)
     p.is_hr_pass = False
     return samples
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Set, Tuple
 
 from ..core.cost_model import describe_saving
 from ..core.pass_state import HiDiffusionPass
@@ -22,7 +22,7 @@ from ..ldm.unet_patch import apply_hidiffusion, remove_hidiffusion, windowed_tra
 from . import conflicts, controlnet_units, fields, host_model, infotext
 from .arguments import HiDiffusionArgumentError, ScriptArgs
 from .pass_plan import PassPlan, PassSpec, native_latent, plan_pass
-from .step_tracking import img2img_executed_steps, step_from_denoiser
+from .step_tracking import ScheduleCapture, img2img_executed_steps, step_from_denoiser
 
 log = logging.getLogger("hidiffusion")
 if not log.handlers:  # the webuis leave Python logging at WARNING; the per-pass summary is meant to be seen
@@ -38,7 +38,9 @@ class PassRecord:
     key: Tuple[int, bool]  # (batch iteration, hires)
     plan: PassPlan
     patch: HiDiffusionPass  # HiDiffusionHandle (A1111) or ForgeHiDiffusion (Forge): the same contract
+    schedule: Optional[ScheduleCapture] = None  # the noise levels the pass's sampler was handed (step_tracking)
     first_call: Optional[float] = None  # perf_counter() at the pass's first denoiser call
+    step_sources: Set[str] = field(default_factory=set)  # how the steps were told: by noise level or call count
 
     @property
     def last_return(self) -> Optional[float]:
@@ -111,7 +113,7 @@ class Generation:
                                                   2 ** plan_for(patch.family).window_level)
         patch.set_tile_gate(spec.latent_hw, native_latent(plan.family, model.v_768))
         conflicts.apply_decisions(patch, decisions)
-        self.current = self.passes[key] = PassRecord(key, plan, patch)
+        self.current = self.passes[key] = PassRecord(key, plan, patch, ScheduleCapture(getattr(p, "sampler", None)))
 
     def _patch_a1111(self, p, unet, settings, common) -> Optional[HiDiffusionPass]:
         """The ldm U-Net and the ControlNet units feeding it; None, with a note, when a unit rules HiDiffusion out."""
@@ -133,7 +135,8 @@ class Generation:
         if self.current is not None:
             if self.current.first_call is None:
                 self.current.first_call = time.perf_counter()
-            step, steps = step_from_denoiser(params)
+            step, steps, source = step_from_denoiser(params, self.current.schedule)
+            self.current.step_sources.add(source)
             self.current.patch.set_step(step, steps)
 
     def end_pass(self) -> None:
@@ -141,6 +144,8 @@ class Generation:
         if record is None:
             return
         record.patch.remove()
+        if record.schedule is not None:
+            record.schedule.undo()
         stats, resolved = record.patch.stats, record.patch.resolved_for(record.latent_hw)
         for note in record.patch.notes:
             self._note(note, echo=False)  # the patch logged it when it happened
@@ -153,10 +158,11 @@ class Generation:
                  if stats.native_tile_forwards else "")
         yielded = f"; {stats.yielded_window_calls} attn calls left to other tools" if stats.yielded_window_calls else ""
         predicted = describe_saving(record.patch.predicted_ratio(record.latent_hw))
-        log.info("HiDiffusion %s %dx%d: %s; %d U-Net calls (%d RAD, %d pooled, %d windowed attn)%s%s%s; "
+        steps_by = f"; steps by {' and '.join(sorted(record.step_sources))}" if record.step_sources else ""
+        log.info("HiDiffusion %s %dx%d: %s; %d U-Net calls (%d RAD, %d pooled, %d windowed attn)%s%s%s%s; "
                  "%.1f s U-Net sampling, %s predicted", record.name, record.latent_hw[1] * 8, record.latent_hw[0] * 8,
                  _raunet_part(record, resolved), stats.forwards, stats.rad_forwards, stats.pool_forwards, stats.windowed_calls,
-                 control, tiles, yielded, record.seconds, predicted)
+                 control, tiles, yielded, steps_by, record.seconds, predicted)
 
     # -- results ----------------------------------------------------------------------------------------
     @property
