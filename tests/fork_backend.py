@@ -168,16 +168,19 @@ class LdmPatchedHost:
             use_temporal_attention=False, use_temporal_resblock=False, dtype=torch.float32,
         )
 
-    def build_patcher(self, params: dict, state_dict=None):
-        """BaseModel (SD1-style eps prediction) around a UNetModel built by the fork with its own operations."""
-        config = self.models_base.BASE(self.unet_config(params))
-        config.unet_config = self.unet_config(params)  # BASE merges its class defaults into the copy it keeps
+    def build_patcher(self, params: dict, state_dict=None, **unet_extra):
+        """BaseModel (SD1-style eps prediction) around a UNetModel built by the fork with its own operations;
+        ``unet_extra``: more UNetModel keywords, as a supported model's unet_extra_config adds them (reForge's SD20:
+        attn_precision)."""
+        unet_config = {**self.unet_config(params), **unet_extra}
+        config = self.models_base.BASE(dict(unet_config))
+        config.unet_config = dict(unet_config)  # BASE merges its class defaults into the copy it keeps
         if hasattr(config, "set_inference_dtype"):
             config.set_inference_dtype(torch.float32, None)
         model = self.model_base.BaseModel(config, device=CPU)
         if state_dict is None:
             torch.manual_seed(2)
-            state_dict = self.openaimodel.UNetModel(**self.unet_config(params)).state_dict()
+            state_dict = self.openaimodel.UNetModel(**unet_config).state_dict()
         model.diffusion_model.load_state_dict(state_dict, strict=True)  # ldm_patched's key layout is ldm's
         model.requires_grad_(False).eval()
         return self.UnetPatcher(model, load_device=CPU, offload_device=CPU)

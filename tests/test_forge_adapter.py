@@ -223,6 +223,29 @@ def test_other_attn1_replace_is_windowed_not_dropped(ldm_unet):
     assert batches == [x.shape[0]] * 4  # once per window, each time with the batch as Forge built it
 
 
+@pytest.mark.parametrize("keywords", [{}, {"attn_precision": torch.float32}])
+def test_the_kernel_inside_the_windows_gets_the_host_keywords(ldm_unet, keywords):
+    """What the host's block hands an attn1 replace for its kernel (reForge main: attn_precision, fp32 for SD2.x)
+    reaches the kernel in every window; a host that hands none (Forge main, Neo, Classic) gets (q, k, v, heads, None)."""
+    unet = ldm_unet("sd1")
+    calls = []
+
+    def kernel(q, k, v, heads, mask=None, **host_keywords):
+        calls.append(host_keywords)
+        return attention_function(q, k, v, heads, mask)
+
+    patcher = StubUnetPatcher.around(unet).clone()
+    for name, value in keywords.items():  # the stand-in's block hands transformer options on in extra_options, as hosts do
+        patcher.set_transformer_option(name, value)
+    result = patch_forge_unet(patcher, HiDiffusionSettings(raunet=False), steps=STEPS, seed=SEED, attention=kernel)
+    result.set_step(0)
+    x, context = _inputs(unet, (32, 32))
+    forge = StubForge()
+    forge.denoise(result.patcher, x, _timesteps(0), context)
+    forge.unload()
+    assert result.stats.windowed_calls > 0 and calls == [keywords] * len(calls)
+
+
 def test_repatch_while_a_stale_clone_is_loaded(ldm_unet):
     """Forge keeps the last clone loaded until another clone loads; the stale clone's patches pass through."""
     unet = ldm_unet("sd1")

@@ -46,3 +46,40 @@ def test_hypertile_keeps_its_tiles_and_the_windows_stay_where_it_leaves_the_toke
         else:
             assert result.stats.windowed_calls > 0 and result.stats.yielded_window_calls == 0
             assert not torch.equal(both, alone)
+
+
+def test_the_kernel_inside_the_windows_gets_the_precision_the_block_asked_for(host, monkeypatch):
+    """reForge main's SD2.x runs attention in fp32 (supported_models.SD20: attn_precision), passed by CrossAttention
+    to its kernel as a keyword (attention.py: optimized_attention(q, k, v, heads, attn_precision=...)), and by the
+    block to an attn1 replace in extra_options: the kernel inside the windows gets it too, or SD2.1 in fp16 on a GPU
+    loses its upcast there (black images)."""
+    import pytest
+    import torch
+
+    from hidiffusion_ext.devtools.models import build_ldm_unet, unet_params
+
+    if host.layout != "ldm_patched":
+        pytest.skip("newmain_newforge: Forge main's backend, whose blocks pass their kernel no precision")
+    from ldm_patched.modules.supported_models import SD20
+
+    precision = SD20.unet_extra_config["attn_precision"]
+    params = unet_params("sd2")
+    ldm = build_ldm_unet(params, seed=1)
+    patcher = host.build_patcher(params, ldm.state_dict(), attn_precision=precision)
+    kernel, keywords = host.attention.optimized_attention, []
+
+    def spy(q, k, v, heads, mask=None, **kwargs):
+        keywords.append(kwargs)
+        return kernel(q, k, v, heads, mask, **kwargs)
+
+    monkeypatch.setattr(host.attention, "optimized_attention", spy)
+    x, context = inputs(ldm, (32, 32))  # noqa: F405
+    host.denoise(patcher, x, context, sigma(0))  # noqa: F405
+    stock, keywords[:] = list(keywords), []
+    result = patch_forge_unet(patcher, CASES["sd1"][0], steps=STEPS, seed=SEED)  # noqa: F405
+    result.set_step(0)
+    host.denoise(result.patcher, x, context, sigma(0))  # noqa: F405
+    result.remove()
+    assert result.stats.windowed_calls > 0
+    assert stock and all(kw == {"attn_precision": torch.float32} for kw in stock)  # what the host's own call passes
+    assert [kw for kw in keywords if kw != {"attn_precision": torch.float32}] == []

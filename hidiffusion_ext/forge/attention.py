@@ -16,15 +16,25 @@ from ..core import msw_msa
 
 # (q, k, v, extra_options) -> attention output, Forge's attn1 replace signature.
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, dict], torch.Tensor]
-# (q, k, v, heads, mask) -> attention output, backend.attention.attention_function's signature.
+# (q, k, v, heads, mask, **host keywords) -> attention output, the host kernel's signature.
 AttentionFunction = Callable[..., torch.Tensor]
+# What a host's block puts into extra_options because its CrossAttention passes the same value to its kernel as a
+# keyword (ComfyUI lineage: reForge main passes attn_precision, fp32 for SD2.x, without which SD2.1 in fp16 turns
+# black). Forge main, Neo and Classic pass (q, k, v, heads[, mask]) only and put none there; Classic's kernels take no
+# more. A keyword a host adds to its own kernel call belongs here, so the kernel inside the windows gets it too.
+HOST_KERNEL_KEYWORDS = ("attn_precision",)
 
 
-def forge_attention(q, k, v, heads, mask=None):
+def host_keywords(extra_options: dict) -> dict:
+    """The keywords the host's own attention call passes its kernel, as the block gave them to the attn1 replace."""
+    return {name: extra_options[name] for name in HOST_KERNEL_KEYWORDS if name in extra_options}
+
+
+def forge_attention(q, k, v, heads, mask=None, **keywords):
     """Forge's attention kernel as selected now; bound at call time because Forge picks it at start-up."""
     import backend.attention
 
-    return backend.attention.attention_function(q, k, v, heads, mask)
+    return backend.attention.attention_function(q, k, v, heads, mask, **keywords)
 
 
 def host_attention(unet) -> AttentionFunction:
@@ -39,8 +49,8 @@ def host_attention(unet) -> AttentionFunction:
     if module is None or not hasattr(module, "optimized_attention"):
         return forge_attention
 
-    def ldm_patched_attention(q, k, v, heads, mask=None):
-        return module.optimized_attention(q, k, v, heads, mask)
+    def ldm_patched_attention(q, k, v, heads, mask=None, **keywords):
+        return module.optimized_attention(q, k, v, heads, mask, **keywords)
 
     return ldm_patched_attention
 
@@ -52,7 +62,8 @@ def self_attention(prior: Optional[Attend] = None, attention: Optional[Attention
     kernel = attention or forge_attention
 
     def attend(q, k, v, extra_options):
-        return kernel(q, k, v, extra_options["n_heads"], None)  # attn1 never gets a mask in Forge
+        # attn1 never gets a mask in Forge; the host's keywords (its precision) hold inside the windows too
+        return kernel(q, k, v, extra_options["n_heads"], None, **host_keywords(extra_options))
 
     return attend
 
