@@ -24,15 +24,14 @@ time, so a call may wait for others), the whole run by --max-minutes.
 import argparse
 import base64
 import hashlib
-import http.client
 import json
 import statistics
 import threading
 import time
-import urllib.error
-import urllib.request
 import zlib
 from typing import NamedTuple, Optional
+
+from webui_http import OutOfTime, WebuiHttp  # tools/, beside this script
 
 HD_ON = {"enabled": True, "apply_to": "both"}  # "both": RAU-Net at any size, not only above 1.5x the native area
 POSITIONAL_DEFAULTS = [True, True, "Auto", "", "", "auto", "auto", "bicubic"]  # slots 1-8 of README's table
@@ -59,10 +58,6 @@ CATALOGUE = [  # (name, HiDiffusion args, expectation); add rows here
     ("args a string", "yes", BAD),  # the webui spreads it over the slots: enabled "y"
     ("args a dict", {"enabled": True}, HOST),  # A1111 indexes args as a list before the extension sees them
 ]
-
-
-class OutOfTime(Exception):
-    """The --max-minutes deadline has passed."""
 
 
 class Result(NamedTuple):
@@ -100,38 +95,15 @@ def keep(box: dict, key: str, fn, *args):
         pass
 
 
-class Soak:
+class Soak(WebuiHttp):
     def __init__(self, args):
         self.args = args
-        self.url = args.url.rstrip("/")
-        self.deadline = time.monotonic() + args.max_minutes * 60
+        super().__init__(args.url, args.max_minutes, args.timeout)
         self.passed = self.failed = 0
         self.base = {"prompt": "a photo of a cat", "negative_prompt": "", "width": args.size, "height": args.size,
                      "steps": args.steps, "seed": 1, "sampler_name": "Euler", "cfg_scale": 7, "batch_size": 1, "n_iter": 1}
         # /progress's sampling_step is the 0-based step just done: 1 leaves steps to go at 3+; with fewer, any running job
         self.min_step = 1 if args.steps >= 3 else 0
-
-    def http(self, method: str, path: str, body=None, timeout: float = 0):
-        """(status, JSON or text); status 0 when no HTTP answer came."""
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise OutOfTime
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data, {"Content-Type": "application/json"}, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=min(timeout or self.args.timeout, left)) as answer:
-                status, raw = answer.status, answer.read()
-        except urllib.error.HTTPError as error:
-            status, raw = error.code, error.read()
-        except (OSError, http.client.HTTPException) as error:  # refused, reset, timed out
-            if time.monotonic() >= self.deadline:  # cut short by the deadline, not the webui's fault
-                raise OutOfTime from None
-            return 0, f"{type(error).__name__}: {error}"
-        text = raw.decode(errors="replace")
-        try:
-            return status, json.loads(text)
-        except ValueError:
-            return status, text
 
     def check(self, name: str, ok: bool, detail) -> bool:
         print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
@@ -191,7 +163,7 @@ class Soak:
                 sent = state
             else:
                 time.sleep(0.2)
-        worker.join(max(0.0, self.deadline - time.monotonic()))
+        worker.join(self.left())
         if "result" not in box:
             raise OutOfTime
         return box["result"], sent
@@ -239,7 +211,7 @@ class Soak:
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(max(0.0, self.deadline - time.monotonic()))
+            thread.join(self.left())
         if len(box) < len(bodies):
             raise OutOfTime
         self.check("3 clients at once: on", box["on"].sha == self.on, f"{box['on']} (on {self.on[:12]})")
