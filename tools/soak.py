@@ -193,7 +193,7 @@ class Soak(WebuiHttp):
 
     def check_interrupts(self):
         hires = {"enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Latent", "denoising_strength": 0.5,
-                 "hr_second_pass_steps": self.args.steps}
+                 "hr_second_pass_steps": self.args.steps, **self.forge_hires}
         self.check_during("interrupt in the first pass", self.payload([HD_ON]), self.in_first_pass, "interrupt")
         self.check_during("interrupt in the hires pass", self.payload([HD_ON], **hires), self.in_hires_pass, "interrupt")
         self.check_during("skip with n_iter 2", self.payload([HD_ON], n_iter=2), self.in_first_pass, "skip")
@@ -271,6 +271,9 @@ class Soak(WebuiHttp):
     def run(self):
         status, options = self.http("GET", "/sdapi/v1/options", timeout=60)
         self.model = options.get("sd_model_checkpoint") if status == 200 and isinstance(options, dict) else None
+        # Forge's hires pass reads hr_additional_modules, which its API leaves None (a TypeError, HTTP 500) unless sent
+        forge = isinstance(options, dict) and "forge_additional_modules" in options
+        self.forge_hires = {"hr_additional_modules": ["Use same choices"]} if forge else {}
         detail = f"checkpoint {self.model}" if self.model else f"HTTP {status} {str(options)[:300]}"
         if not self.check(f"{self.url} answers /sdapi/v1/options", self.model is not None, detail):
             return
