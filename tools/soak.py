@@ -8,8 +8,9 @@ Meant for your own idle webui on 127.0.0.1, started with --api: the tool talks t
 skip (only once no other job runs), and loads a second checkpoint for one request (restored afterwards).
 
 Every request: txt2img at --size x --size, seed 1, Euler, --steps. HiDiffusion on is {"enabled": true,
-"apply_to": "both"}: with "auto" RAU-Net runs only above 1.5x the model's native area (SD1.5: 640+ px), "both" makes
-it run at any size, so the default 320 px keeps a CPU webui at seconds per image. Raise --size to soak real sizes.
+"apply_to": "both", "t1": 0.5, "t2": 0.5}: with "auto" RAU-Net runs only above 1.5x the model's native area (SD1.5:
+640+ px), "both" makes it run at any size, so the default 320 px keeps a CPU webui at seconds per image, and T1/T2 0.5
+put RAD and pooling on the first half of the steps, where the interrupts land. Raise --size to soak real sizes.
 
 Checks, in order (each interrupt, skip and bad payload is followed by a stock request that must give the stock image
 bit for bit): stock and on images; interrupt in the first pass; interrupt in the hires pass; skip with n_iter 2; a
@@ -33,7 +34,9 @@ from typing import NamedTuple, Optional
 
 from webui_http import OutOfTime, WebuiHttp  # tools/, beside this script
 
-HD_ON = {"enabled": True, "apply_to": "both"}  # "both": RAU-Net at any size, not only above 1.5x the native area
+# "both": RAU-Net at any size, not only above 1.5x the native area; T1 = T2 = 0.5: RAD and pooling (SD1/SD2) on the
+# first half of the steps, so at 2 steps too (the auto T1 0.4 gives int(2 * 0.4) = 0 RAD steps there)
+HD_ON = {"enabled": True, "apply_to": "both", "t1": 0.5, "t2": 0.5}
 POSITIONAL_DEFAULTS = [True, True, "Auto", "", "", "auto", "auto", "bicubic"]  # slots 1-8 of README's table
 BAD, OK, HOST = "4xx", "200 or 4xx", "not 500"  # expectations: refused naming HiDiffusion; either; the webui's own call
 
