@@ -7,6 +7,7 @@ level gets that level's step, two calls at one level get the same step, and the 
 number of calls per step are the call counter's where they evaluate once per step.
 """
 
+import functools
 import importlib.util
 import sys
 import types
@@ -144,7 +145,41 @@ def test_a_call_count_is_the_fallback_where_no_schedule_was_seen():
 def test_schedulers_change_levels_not_calls(sampling, name):
     """Karras, exponential and polyexponential spacing give other noise levels and the same steps per call."""
     second_order = name == "sample_heun"
+    polyexponential = functools.partial(sampling.get_sigmas_polyexponential, rho=2.0)  # rho 1 is exponential
     tables = [run(sampling, name, second_order=second_order, schedule=get) for get in
-              (sampling.get_sigmas_karras, sampling.get_sigmas_exponential, sampling.get_sigmas_polyexponential)]
+              (sampling.get_sigmas_karras, sampling.get_sigmas_exponential, polyexponential)]
     assert len({tuple(steps_of(t)) for t in tables}) == 1
     assert len({tuple(round(sigma, 6) for sigma, _, _ in t) for t in tables}) == 3
+
+
+def test_forge_hands_timestep_samplers_calls_as_sigmas():
+    """Forge's CFGDenoiser turns each DDPM timestep of DDIM/PLMS/UniPC into that timestep's sigma before the
+    callbacks (sd_samplers_cfg_denoiser.py:163-168): the captured timesteps are read in the same terms. Before, every
+    call landed in the last step and Forge's DDIM, DDIM CFG++, PLMS and UniPC ran no RAD step."""
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    acd = torch.cumprod(1 - betas, 0).float()
+    sigma_of = ((1 - acd) / acd) ** 0.5
+    timesteps = [1, 251, 501, 751]  # CompVisSampler.get_timesteps at 4 steps; DDIM evaluates 751, 501, 251
+    sampler, steps = NS(func=lambda *a, **k: None), []
+    capture = ScheduleCapture(sampler)
+    sampler.func(None, None, timesteps=torch.tensor(timesteps))
+    for i, t in enumerate([751, 501, 251]):
+        denoiser = NS(steps=4, step=i, total_steps=4, classic_ddim_eps_estimation=True,
+                      inner_model=NS(inner_model=NS(alphas_cumprod=acd)))
+        params = NS(sigma=sigma_of[t].reshape(1), sampling_step=0, total_sampling_steps=4, denoiser=denoiser)
+        steps.append(step_from_denoiser(params, capture)[::2])
+    assert steps == [(0, NOISE_LEVEL), (1, NOISE_LEVEL), (2, NOISE_LEVEL)]
+
+
+def test_a_first_call_on_another_scale_falls_back_to_the_call_count():
+    """A host that hands the callbacks another scale than the schedule (not Forge's, which is read above): the first
+    call is not at the schedule's first level, so the pass counts calls rather than run RAU-Net on no step."""
+    sampler = NS(func=lambda *a, **k: None)
+    capture = ScheduleCapture(sampler)
+    sampler.func(None, None, timesteps=torch.tensor([1, 251, 501, 751]))
+    sources = []
+    for i, level in enumerate([14.6, 4.0, 1.0]):  # sigmas against a timestep schedule
+        params = NS(sigma=torch.tensor([level]), sampling_step=0, total_sampling_steps=4,
+                    denoiser=NS(steps=4, step=i, total_steps=4))
+        sources.append(step_from_denoiser(params, capture))
+    assert sources == [(0, 4, CALL_COUNT), (1, 4, CALL_COUNT), (2, 4, CALL_COUNT)]

@@ -70,9 +70,12 @@ def test_msw_msa_yields_to_token_merging_and_raunet_stays(ldm_unet, script, hidi
            f"MSW-MSA left to it on {blocks} of {blocks} blocks" in note
     assert "MSW-MSA ran on no step" not in note
     assert not any("do not form a grid" in m for m in hidiffusion_log)
+    predicted = [m.rsplit("sampling, ", 1)[1] for m in hidiffusion_log if "U-Net compute predicted" in m]
     # The output is ToMe + RAU-Net alone: MSW-MSA took no part in it.
     _, tome_alone_raunet = generate(unet, script, ratio, mswmsa=False)
     assert torch.equal(both, tome_alone_raunet)
+    predicted += [m.rsplit("sampling, ", 1)[1] for m in hidiffusion_log if "U-Net compute predicted" in m][len(predicted):]
+    assert len(predicted) == 2 and predicted[0] == predicted[1]  # the console's saving is RAU-Net's alone
     # Nothing of ours is left, and with ToMe removed (as A1111 does after the generation) the U-Net is stock.
     assert no_forward_overrides(unet) and not any(type(m).__name__ == "ToMeBlock" for m in unet.modules())
     assert torch.equal(run_unet(unet, x), stock)

@@ -178,9 +178,11 @@ class HiDiffusionPass(ABC):
         self.last_forward_end = time.perf_counter()
 
     def predicted_ratio(self, latent_hw: Tuple[int, int]) -> float:
-        """The cost model's U-Net compute of this pass over the stock one (core/cost_model.py)."""
+        """The cost model's U-Net compute of this pass over the stock one (core/cost_model.py). Windows another tool
+        took on every call (Token merging, HyperTile) save nothing of ours: MSW-MSA counts as off then."""
+        windows_ran = self.settings.mswmsa and not (self.stats.yielded_window_calls and not self.stats.windowed_calls)
         return schedule_ratio(self.unet_map, self.roles, self.family, latent_hw, self.resolved_for(latent_hw).schedule,
-                              self.raunet_active, self.settings.mswmsa)
+                              self.raunet_active, windows_ran)
 
     def pool(self, h):
         self._state.pre_pool_size = tuple(h.shape[-2:])

@@ -61,6 +61,8 @@ class ScheduleCapture:
 
     def __init__(self, sampler):
         self._kwargs: Optional[dict] = None
+        self.mismatch = False  # the pass's first call was not at the schedule's first level: another scale
+        self._first_seen = False
         self._sampler = sampler
         func = getattr(sampler, "func", None)
         if sampler is None or not callable(func) or getattr(func, "_hidiffusion_capture", False):
@@ -77,7 +79,17 @@ class ScheduleCapture:
 
     def levels(self, steps: int) -> Optional[Tuple[float, ...]]:
         """The noise levels of a pass of ``steps`` steps, once the sampler function was called; else None."""
-        return None if self._kwargs is None else noise_levels(self._kwargs, steps)
+        return None if self._kwargs is None or self.mismatch else noise_levels(self._kwargs, steps)
+
+    def trusts(self, step: int) -> bool:
+        """Whether the calls' levels are on the schedule's scale: decided by the pass's first call, at step 0."""
+        if not self._first_seen:
+            self._first_seen, self.mismatch = True, step != 0
+        return not self.mismatch
+
+    @property
+    def by_timestep(self) -> bool:
+        return self._kwargs is not None and self._kwargs.get("timesteps") is not None
 
     def undo(self) -> None:
         sampler, self._sampler = self._sampler, None
@@ -90,16 +102,32 @@ class ScheduleCapture:
 
 
 def step_from_denoiser(params, schedule: Optional[ScheduleCapture] = None) -> tuple:
-    """(step, steps, source) of the current pass from an on_cfg_denoiser ``CFGDenoiserParams``."""
+    """(step, steps, source) of the current pass from an on_cfg_denoiser ``CFGDenoiserParams``.
+
+    The first call of a pass is at the schedule's noisiest level for every sampler; where it is not, the call's level
+    is on another scale than the schedule (a host's conversion we do not know) and the pass counts calls instead."""
     denoiser = getattr(params, "denoiser", None)
     steps = int(getattr(denoiser, "steps", None) or params.total_sampling_steps)
     levels = schedule.levels(steps) if schedule is not None else None
+    if levels and schedule.by_timestep and getattr(denoiser, "classic_ddim_eps_estimation", False):
+        levels = forge_timestep_sigmas(denoiser, levels)
     level = _call_level(params)
     if levels and len(levels) >= 2 and level is not None:
-        return min(step_of_noise_level(level, levels), max(0, steps - 1)), steps, NOISE_LEVEL
+        step = step_of_noise_level(level, levels)
+        if schedule.trusts(step):
+            return min(step, max(0, steps - 1)), steps, NOISE_LEVEL
     if denoiser is None or getattr(denoiser, "total_steps", None) is None:
         return int(params.sampling_step), steps, CALL_COUNT
     return step_of_call(int(denoiser.step), steps, int(denoiser.total_steps)), steps, CALL_COUNT
+
+
+def forge_timestep_sigmas(denoiser, timesteps: Sequence[float]) -> Tuple[float, ...]:
+    """Forge's CFGDenoiser hands its callbacks each DDPM timestep of DDIM/PLMS/UniPC as the sigma of that timestep,
+    sqrt((1 - a) / a) of alphas_cumprod (classic_ddim_eps_estimation, sd_samplers_cfg_denoiser.py:163-168): the
+    schedule's timesteps in those terms."""
+    acd = denoiser.inner_model.inner_model.alphas_cumprod
+    sigmas = ((1 - acd) / acd) ** 0.5
+    return tuple(float(sigmas[min(max(int(round(t)), 0), len(sigmas) - 1)]) for t in timesteps)
 
 
 def _call_level(params) -> Optional[float]:
