@@ -197,6 +197,8 @@ def test_forge_host_patches_a_clone_per_pass_without_doubling_the_hires_call(une
     passes = webui_session.last.passes
     assert set(passes) == {(0, False), (0, True)}  # the doubled hires hook call replaced, not added
     assert passes[(0, True)].patch.stats.forwards == 4 and passes[(0, True)].patch.stats.rad_forwards == 1
+    assert passes[(0, True)].step_sources == {"noise level"}  # the replaced patch's schedule capture gave way
+    assert getattr(p.sampler.func, "_hidiffusion_capture", False) is False  # and nothing of it is left on the sampler
     assert processed.infotext["HiDiffusion"] is True
     assert not original.object_patches and not original.model_options["transformer_options"].get("patches")
     p.forge_runtime.unload()

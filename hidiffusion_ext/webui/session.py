@@ -83,7 +83,11 @@ class Generation:
         hires = bool(getattr(p, "is_hr_pass", False))
         key = (int(getattr(p, "iteration", 0)), hires)
         if self.current is not None and self.current.key == key:
-            self.current = None  # Forge calls this hook twice for the hires pass: the new patch replaces the old
+            # Forge calls this hook twice for the hires pass: the new patch (on a new clone) replaces the old, and
+            # its schedule capture the old one's, on the same sampler
+            if self.current.schedule is not None:
+                self.current.schedule.undo()
+            self.current = None
         self.end_pass()
         forge = host_model.forge_objects(p.sd_model)
         if forge is not None:  # a fork that hands the hires pass the first pass's clone: never run on its patches
