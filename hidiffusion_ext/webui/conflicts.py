@@ -41,6 +41,7 @@ TOME = "Token merging"
 TOME_NOTE = TOME + " (ratio {ratio:g}) merges the top-level self-attention's tokens: MSW-MSA left to it on {count} of " \
                    "{total} blocks"
 TOME_PER_CALL_NOTE = TOME + " merges the top-level self-attention's tokens: MSW-MSA left to it on every call it merges"
+TOOL_NOTES = {TOME: TOME_PER_CALL_NOTE}  # a tool whose action's usual wording would misname what it does
 
 # Forge: (fragment of a patch's module or name, tool, what it does to the U-Net). Kohya's node keeps ComfyUI's name.
 FORGE_TOOLS = (
@@ -190,9 +191,7 @@ def _sd_unet():
 # -- helpers ------------------------------------------------------------------------------------------------
 def _decision(tool: str, action: str) -> Decision:
     notes = {RAUNET_YIELDS: DEEP_SHRINK_NOTE, INSIDE_WINDOWS: INSIDE_NOTE, WINDOWS_YIELD_PER_CALL: PER_CALL_NOTE}
-    note = notes.get(action) or (TILING_NOTE if tool in TILERS else COMPOSE_NOTE)
-    if tool == TOME:
-        note = TOME_PER_CALL_NOTE
+    note = TOOL_NOTES.get(tool) or notes.get(action) or (TILING_NOTE if tool in TILERS else COMPOSE_NOTE)
     return Decision(tool, action, note.format(tool=tool))
 
 

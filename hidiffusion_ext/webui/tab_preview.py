@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
+from ..core.presets import plan_for
 from ..core.unet_map import UnsupportedModelError
 from .arguments import ScriptArgs
 from .pass_plan import ModelInfo, PassSpec, plan_pass
@@ -67,10 +68,15 @@ def preview(args: ScriptArgs, model: Optional[ModelInfo], tab: TabValues,
     except UnsupportedModelError as error:
         return f"Resolved schedule: {error}."
     lines = [f"**Resolved for {FAMILY_NAMES[plans[0].family]}**" + ("" if args.enabled else " (HiDiffusion is off)")]
-    lines += [f"- {plan.describe(_merged_by(merging(plan.spec.hires)) if plan.family == 'sd15' else None)}"
+    lines += [f"- {plan.describe(_merged_by(merging(plan.spec.hires)) if _windows_at_top(plan.family) else None)}"
               for plan in plans]
     return "\n".join(lines)
 
 
 def _merged_by(ratio: float) -> Optional[str]:
     return f"Token merging (ratio {ratio:g}, Settings)" if ratio > 0 else None
+
+
+def _windows_at_top(family: str) -> bool:
+    """MSW-MSA windows the latent's own level (SD1/SD2), the one level the hosts' Token merging merges."""
+    return plan_for(family).window_level == 0
