@@ -128,6 +128,7 @@ def test_exception_mid_sampling_then_clean_generation_is_bit_identical(unet, scr
     finally:
         victim.remove()
     assert untouched(unet)  # the try/finally around p.sample already undid it
+    assert p.sampler.func is fake_webui.sample_loop  # and the schedule capture on the sampler
     _, after = image(unet, script, args(enabled=False), seed=5)
     assert torch.equal(after.images[0], reference.images[0])
 
