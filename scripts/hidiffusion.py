@@ -39,11 +39,11 @@ class HiDiffusionScript(scripts.Script):
 
     def process_batch(self, p, *args, **kwargs):
         if not HAS_PER_PASS_HOOK:
-            script_hooks.patch_pass(p, script_hooks.first_pass_latent(p))
+            script_hooks.patch_pass(p, script_hooks.first_pass_latent(p), "process_batch")
 
     def before_hr(self, p, *args):
         if not HAS_PER_PASS_HOOK:
-            script_hooks.patch_pass(p, script_hooks.hires_latent(p))
+            script_hooks.patch_pass(p, script_hooks.hires_latent(p), "before_hr")
 
     def postprocess(self, p, processed, *args):
         session.finish(p)

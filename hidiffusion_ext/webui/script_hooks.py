@@ -33,10 +33,11 @@ def start(p, args) -> None:
         session.begin(p, parsed)
 
 
-def patch_pass(p, latent_hw) -> None:
+def patch_pass(p, latent_hw, fallback_hook: str = "") -> None:
+    """fallback_hook names the A1111 1.7-1.9 hook that stands in for process_before_every_sampling (console)."""
     generation = session.active()
     if generation is not None and generation.p is p:
-        generation.patch_pass(p, latent_hw)
+        generation.patch_pass(p, latent_hw, fallback_hook)
 
 
 def first_pass_latent(p):

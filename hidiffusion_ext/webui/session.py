@@ -41,6 +41,7 @@ class PassRecord:
     schedule: Optional[ScheduleCapture] = None  # the noise levels the pass's sampler was handed (step_tracking)
     first_call: Optional[float] = None  # perf_counter() at the pass's first denoiser call
     step_sources: Set[str] = field(default_factory=set)  # how the steps were told: by noise level or call count
+    fallback_hook: str = ""  # A1111 1.7-1.9: the hook that patched this pass (the console names it)
 
     @property
     def last_return(self) -> Optional[float]:
@@ -78,7 +79,7 @@ class Generation:
         self.notes: List[str] = []
 
     # -- patching ---------------------------------------------------------------------------------------
-    def patch_pass(self, p, latent_hw: Tuple[int, int]) -> None:
+    def patch_pass(self, p, latent_hw: Tuple[int, int], fallback_hook: str = "") -> None:
         """Patch the U-Net for the sampling pass about to start, whose latent is ``latent_hw``."""
         hires = bool(getattr(p, "is_hr_pass", False))
         key = (int(getattr(p, "iteration", 0)), hires)
@@ -117,7 +118,8 @@ class Generation:
                                                   2 ** plan_for(patch.family).window_level)
         patch.set_tile_gate(spec.latent_hw, native_latent(plan.family, model.v_768))
         conflicts.apply_decisions(patch, decisions)
-        self.current = self.passes[key] = PassRecord(key, plan, patch, ScheduleCapture(getattr(p, "sampler", None)))
+        self.current = self.passes[key] = PassRecord(key, plan, patch, ScheduleCapture(getattr(p, "sampler", None)),
+                                                          fallback_hook=fallback_hook)
 
     def _patch_a1111(self, p, unet, settings, common) -> Optional[HiDiffusionPass]:
         """The ldm U-Net and the ControlNet units feeding it; None, with a note, when a unit rules HiDiffusion out."""
@@ -163,6 +165,8 @@ class Generation:
         yielded = f"; {stats.yielded_window_calls} attn calls left to other tools" if stats.yielded_window_calls else ""
         predicted = describe_saving(record.patch.predicted_ratio(record.latent_hw))
         steps_by = f"; steps by {' and '.join(sorted(record.step_sources))}" if record.step_sources else ""
+        if record.fallback_hook:
+            steps_by += f"; patched at {record.fallback_hook}"
         log.info("HiDiffusion %s %dx%d: %s; %d U-Net calls (%d RAD, %d pooled, %d windowed attn)%s%s%s%s; "
                  "%.1f s U-Net sampling, %s predicted", record.name, record.latent_hw[1] * 8, record.latent_hw[0] * 8,
                  _raunet_part(record, resolved), stats.forwards, stats.rad_forwards, stats.pool_forwards, stats.windowed_calls,
