@@ -8,7 +8,7 @@ end of p.sample removes the patch and writes the PNG info; postprocess is a seco
 
 from modules import script_callbacks, scripts
 
-from hidiffusion_ext.webui import script_hooks, session, ui, xyz_axes
+from hidiffusion_ext.webui import page_state, script_hooks, session, ui, xyz_axes
 
 HAS_PER_PASS_HOOK = hasattr(scripts.Script, "process_before_every_sampling")
 
@@ -51,6 +51,8 @@ class HiDiffusionScript(scripts.Script):
 
 script_callbacks.on_cfg_denoiser(session.on_cfg_denoiser)
 script_callbacks.on_model_loaded(session.on_model_loaded)
+script_callbacks.on_model_loaded(page_state.bump)  # open pages compute their readout for the new model
+script_callbacks.on_app_started(ui.on_app_started)
 script_callbacks.on_script_unloaded(session.cleanup)
 script_callbacks.on_ui_settings(ui.register_settings)
 script_callbacks.on_before_ui(lambda: xyz_axes.register(scripts.scripts_data))

@@ -6,6 +6,7 @@ import pytest
 
 from hidiffusion_ext.core.unet_map import UnsupportedModelError, inspect_unet
 from hidiffusion_ext.webui import fields
+from hidiffusion_ext.webui.other_tools import OtherTools
 from hidiffusion_ext.webui.pass_plan import ModelInfo
 from hidiffusion_ext.webui.readout import readout_text
 
@@ -99,9 +100,9 @@ def test_token_merging_from_settings_is_named_before_generate(sd15):
     """Settings -> Optimizations -> Token merging merges the top-level tokens MSW-MSA windows (SD1/SD2): the readout
     says MSW-MSA is left to it, per pass with the pass's own ratio (the hires ratio on the hires pass)."""
     page = {"width": 1024, "height": 1024, "steps": 20, "hires": True, "hr_scale": 1.5, "hr_steps": 10}
-    ratios = {False: 0.5, True: 0.0}.get
-    text = readout_text("txt2img", sd15, ON, page, merging=ratios)
+    ratios = {False: OtherTools(token_merging=0.5), True: OtherTools()}.get
+    text = readout_text("txt2img", sd15, ON, page, settings=ratios)
     first, hires = text.splitlines()[1:]
     assert "MSW-MSA left to Token merging (ratio 0.5, Settings)" in first
     assert "MSW-MSA on" in hires and "Token merging" not in hires
-    assert "Token merging" not in readout_text("txt2img", sd15, ON, page, merging=lambda hires: 0.0)
+    assert "Token merging" not in readout_text("txt2img", sd15, ON, page, settings=lambda hires: OtherTools())

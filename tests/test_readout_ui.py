@@ -15,9 +15,20 @@ def readout_listeners(blocks, readout):
     """{(trigger, target id): (dependency index, dependency, fn)} of the listeners that write the readout."""
     found = {}
     for index, (dependency, block_fn) in enumerate(zip(blocks.dependencies, blocks.fns)):
-        if dependency["outputs"] == [readout.markdown._id] and dependency["trigger"] != "load":
-            found.setdefault((dependency["trigger"], dependency["targets"][0]), []).append((index, dependency, block_fn.fn))
+        if dependency["outputs"] == [readout.markdown._id, readout.strip._id] and dependency["trigger"] != "load":
+            found.setdefault((dependency["trigger"], dependency["targets"][0]), []).append(
+                (index, dependency, _text_only(block_fn.fn)))
     return found
+
+
+def _text_only(fn):
+    """The handler's readout line (it returns the line and the strip); unchanged outputs pass through."""
+    def text(*values):
+        result = fn(*values)
+        return result[0] if isinstance(result, tuple) and isinstance(result[0], str) else result
+
+    text.handler = fn
+    return text
 
 
 def latest(listeners, trigger, component):
@@ -85,16 +96,19 @@ def test_every_input_triggers_one_handler_with_every_input(module, loaded):
     readout = script._hidiffusion_readout
     inputs = [c._id for c in controls] + [made[n]._id for n in
                                           ("width", "height", "hires_steps", "hr_scale", "hr_resize_x", "hr_resize_y", "hr")]
+    page_state = readout.sources[-2][0]  # ours, filled by the page's script
+    inputs.append(page_state._id)
     assert [c._id for c in readout.inputs()] == inputs + [made["steps"]._id]  # steps came after ui(): wired again
     listeners = readout_listeners(blocks, readout)
     for component in readout.inputs():
         (_, change, fn), = [x for x in listeners[("change", component._id)] if len(x[1]["inputs"]) == len(inputs) + 1]
         (_, then, then_fn), = [x for x in listeners[("then", component._id)] if x[1]["trigger_after"] == _index(blocks, change)]
-        assert change["inputs"] == then["inputs"] == [c._id for c in readout.inputs()] and then_fn is fn
+        assert change["inputs"] == then["inputs"] == [c._id for c in readout.inputs()]
+        assert then_fn.handler is fn.handler
         if isinstance(component, gr.Slider):  # drag end and number-box blur
-            assert latest(listeners, "release", component) is fn
+            assert latest(listeners, "release", component).handler is fn.handler
     first_wiring = listeners[("change", made["width"]._id)][0][2]
-    assert first_wiring(*values_for(readout, made, controls)[:-1]) == gr.update()  # wired without steps: silent
+    assert first_wiring(*values_for(readout, made, controls)[:-1]) == (gr.update(), gr.update())  # without steps: silent
 
     on_change = latest(listeners, "change", made["width"])
     assert on_change(*values_for(readout, made, controls)).startswith("Resolved schedule: no model is loaded yet")
@@ -121,12 +135,16 @@ def test_page_load_shows_the_built_values_and_the_api_call_changes_nothing(modul
     assert readout.wiring == 1  # every field existed when ui() ran: wired once
     on_load = next(fn.fn for d, fn in zip(blocks.dependencies, blocks.fns)
                    if d["trigger"] == "load" and d["outputs"] == [readout.markdown._id])
+    strip_on_load = next(fn.fn for d, fn in zip(blocks.dependencies, blocks.fns)
+                         if d["trigger"] == "load" and d["outputs"] == [readout.strip._id])
+    assert strip_on_load() == ""  # nothing to draw before a model
     assert on_load().startswith("The resolved schedule")  # the hint while the webui loads its model
     loaded()
     assert on_load().splitlines() == [
         "**Resolved for SD1/SD2** (HiDiffusion is off)",
         "- first pass 512x512, 20 steps: RAU-Net off (auto: not above 1.5x the native area); MSW-MSA on; "
         "≈ −41% U-Net compute"]
+    assert strip_on_load().count("hidiffusion-strip-stock") == 20 + 1  # 20 steps, and the legend's key
     count = len(blocks.dependencies)
     with gr.Blocks():
         script.ui(False)  # the API's second call, for default arguments
@@ -146,7 +164,7 @@ def test_img2img_follows_denoising_and_has_no_hires(module, loaded):
         script.after_component(hr, elem_id=hr.elem_id)
         controls = script.ui(True)
     readout = script._hidiffusion_readout
-    assert [field for _, field in readout.sources] == ["width", "height", "steps", "denoising"]
+    assert [field for _, field in readout.sources] == ["width", "height", "steps", "denoising", "page_state"]
     loaded()
     on_change = latest(readout_listeners(blocks, readout), "change", made["denoising_strength"])
     assert "first pass 512x512, 11 steps" in on_change(*values_for(readout, made, controls, denoising_strength=0.5))
@@ -167,7 +185,8 @@ def test_a_fresh_page_loads_the_settings_defaults_of_that_moment(module, loaded,
     readout = script._hidiffusion_readout
     loads = {d["outputs"][0]: fn.fn for d, fn in zip(blocks.dependencies, blocks.fns) if d["trigger"] == "load"}
     page_fields = [f for f in fields.FIELDS if f.settings_page]
-    assert sorted(loads) == sorted([readout.markdown._id] + [controls[fields.FIELDS.index(f)]._id for f in page_fields])
+    assert sorted(loads) == sorted([readout.markdown._id, readout.strip._id] +
+                                   [controls[fields.FIELDS.index(f)]._id for f in page_fields])
     assert all(c.do_not_save_to_config for c in controls) and controls[0].accordion.do_not_save_to_config
     loaded()
     mswmsa = controls[fields.names().index("mswmsa")]

@@ -62,19 +62,25 @@ class PassPlan:
     def pixel_size(self) -> Tuple[int, int]:
         return self.spec.latent_hw[1] * 8, self.spec.latent_hw[0] * 8
 
-    def describe(self, windows_left_to: Optional[str] = None) -> str:
-        """One line per pass, as the readout shows it; ``windows_left_to``: a tool MSW-MSA will yield to."""
+    def describe(self, windows_left_to: Optional[str] = None, raunet_left_to: Optional[str] = None) -> str:
+        """One line per pass, as the readout shows it; ``windows_left_to`` / ``raunet_left_to``: a tool MSW-MSA /
+        RAU-Net will yield to."""
         w, h = self.pixel_size
         if self.untouched_reason:
             return f"{self.spec.name} {w}x{h}: untouched ({self.untouched_reason})"
-        if self.raunet:
+        if self.raunet and raunet_left_to:
+            rau = f"RAU-Net left to {raunet_left_to}"
+        elif self.raunet:
             rau = f"RAU-Net {self.resolved.describe()}"
         else:
             rau = "RAU-Net off" + (f" ({self.raunet_off_reason})" if self.raunet_off_reason else "")
         msw = "MSW-MSA on" if self.mswmsa else "MSW-MSA off"
         if self.mswmsa and windows_left_to:
             msw = f"MSW-MSA left to {windows_left_to}"
-        return f"{self.spec.name} {w}x{h}, {self.spec.steps} steps: {rau}; {msw}; {describe_saving(self.compute_ratio)}"
+        # the cost model counts both parts: a part left to another tool makes its figure wrong, so none is given
+        saving = ("saving not predicted (a part is left to another tool)" if windows_left_to and self.mswmsa
+                  or raunet_left_to and self.raunet else describe_saving(self.compute_ratio))
+        return f"{self.spec.name} {w}x{h}, {self.spec.steps} steps: {rau}; {msw}; {saving}"
 
 
 def native_latent(family: str, v_prediction_768: bool = False) -> int:

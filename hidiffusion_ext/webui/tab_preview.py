@@ -12,7 +12,9 @@ from typing import Callable, List, Optional, Tuple
 from ..core.presets import plan_for
 from ..core.unet_map import UnsupportedModelError
 from .arguments import ScriptArgs
-from .pass_plan import ModelInfo, PassSpec, plan_pass
+from .other_tools import OtherTools
+from .pass_plan import ModelInfo, PassPlan, PassSpec, plan_pass
+from .schedule_strip import pass_strip, strip_html
 from .step_tracking import img2img_executed_steps
 
 FAMILY_NAMES = {"sd15": "SD1/SD2", "sdxl": "SDXL", "sdxl_turbo": "SDXL Turbo"}
@@ -31,6 +33,7 @@ class TabValues:
     hr_resize_y: int = 0
     hr_steps: int = 0
     denoising: Optional[float] = None  # img2img's denoising strength; None in txt2img
+    note: str = ""  # where the size came from, when not the Width/Height boxes (img2img's Resize by)
 
 
 def hires_size(width: int, height: int, scale: float, resize_x: int, resize_y: int) -> Tuple[int, int]:
@@ -56,25 +59,45 @@ def passes(tab: TabValues) -> List[Tuple[str, int, int, int, bool]]:
     return result
 
 
+@dataclass
+class Preview:
+    """The readout for the tab's values: the Markdown line per pass and the schedule strip (HTML)."""
+
+    text: str
+    strip: str = ""
+
+
 def preview(args: ScriptArgs, model: Optional[ModelInfo], tab: TabValues,
-            merging: Callable[[bool], float] = lambda hires: 0.0) -> str:
-    """Markdown: the family, then per pass what RAU-Net and MSW-MSA will do. ``merging(hires)``: the Token merging
-    ratio the host will use on that pass (Settings); it merges the top level, where SD1/SD2 window (conflicts.py)."""
+            tools: Callable[[bool], OtherTools] = lambda hires: OtherTools()) -> Preview:
+    """The family, then per pass what RAU-Net and MSW-MSA will do. ``tools(hires)``: what the other tools the page
+    and Settings show will take of that pass (other_tools.py)."""
     if model is None:
-        return "Resolved schedule: no model is loaded yet (Forge loads it at the first Generate)."
+        return Preview("Resolved schedule: no model is loaded yet (Forge loads it at the first Generate).")
     try:
         plans = [plan_pass(args, model, PassSpec(name, (h // 8, w // 8), steps, hires))
                  for name, w, h, steps, hires in passes(tab)]
     except UnsupportedModelError as error:
-        return f"Resolved schedule: {error}."
+        return Preview(f"Resolved schedule: {error}.")
     lines = [f"**Resolved for {FAMILY_NAMES[plans[0].family]}**" + ("" if args.enabled else " (HiDiffusion is off)")]
-    lines += [f"- {plan.describe(_merged_by(merging(plan.spec.hires)) if _windows_at_top(plan.family) else None)}"
-              for plan in plans]
-    return "\n".join(lines)
+    if tab.note:
+        lines[0] += f" ({tab.note})"
+    rows = []
+    for plan in plans:
+        other = tools(plan.spec.hires)
+        windows = other.windows_left_to(_windows_at_top(plan.family))
+        raunet_left_to = other.deep_shrink or None
+        line = plan.describe(windows, raunet_left_to)
+        if other.tiler and plan.raunet and not raunet_left_to:
+            line += f"; {other.tiler} tiles: tiles at or below the native size without RAU-Net"
+        lines.append(f"- {line}")
+        rows.append(pass_strip(plan, _windows_word(plan, windows), raunet_left_to))
+    return Preview("\n".join(lines), strip_html(rows, args.enabled))
 
 
-def _merged_by(ratio: float) -> Optional[str]:
-    return f"Token merging (ratio {ratio:g}, Settings)" if ratio > 0 else None
+def _windows_word(plan: PassPlan, left_to: Optional[str]) -> str:
+    if not plan.mswmsa:
+        return "MSW-MSA off"
+    return f"MSW-MSA left to {left_to}" if left_to else "MSW-MSA on"
 
 
 def _windows_at_top(family: str) -> bool:

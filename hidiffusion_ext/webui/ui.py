@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from itertools import groupby
 
-from . import fields, infotext
+from . import fields, infotext, page_state
 from .readout import Readout
 
 AUTO_TEXT = (
@@ -84,6 +84,14 @@ def build(script, is_img2img: bool) -> list:
         initial = READOUT_HINT if readout.attached else (
             lambda: readout.on_page_load(READOUT_HINT, [default(f) for f in table]))
         resolved = gr.Markdown(initial, elem_id=script.elem_id("resolved"))
+        strip = gr.HTML("" if readout.attached else (
+            lambda: readout.on_page_load("", [default(f) for f in table], part="strip")),
+            elem_id=script.elem_id("strip"))
+        # Filled by javascript/hidiffusion.js (page_state.py); hidden by style.css, not visible=False, which
+        # Gradio 4 would leave out of the page.
+        state = gr.Textbox("", show_label=False, elem_id=script.elem_id("page_state"),
+                           elem_classes=["hidiffusion-page-state"])
+        state.do_not_save_to_config = True
         rows = [f for f in table if f is not switch]
         for _, row in groupby(sorted(rows, key=lambda f: f.row), key=lambda f: f.row):
             with gr.Row():
@@ -92,7 +100,7 @@ def build(script, is_img2img: bool) -> list:
     ordered = [controls[f.name] for f in table]
     for control, f in zip(ordered, table):
         _follow_settings(control, f)
-    readout.attach(resolved, ordered)
+    readout.attach(resolved, ordered, strip, state)
     # A callable per key: a paste without the key resets the control (the accordion turns off).
     script.infotext_fields = [(control, _paste(f)) for control, f in zip(ordered, table)]
     script.paste_field_names = [f.infotext for f in table]
@@ -120,6 +128,14 @@ def _paste(field: fields.Field):
             return infotext.control_value(field, field.default)
 
     return read
+
+
+def on_app_started(_demo, app) -> None:
+    """The readout's refresh: the version route the page polls, bumped by the Settings it reads (page_state.py)."""
+    from modules import shared
+
+    page_state.register(app)
+    page_state.watch_settings(shared.opts)
 
 
 def register_settings() -> None:

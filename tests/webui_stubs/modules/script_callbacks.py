@@ -21,7 +21,7 @@ class ScriptCallback:
 
 callback_map = {name: [] for name in (
     "callbacks_cfg_denoiser", "callbacks_model_loaded", "callbacks_script_unloaded", "callbacks_ui_settings",
-    "callbacks_before_ui", "callbacks_infotext_pasted", "callbacks_list_unets",
+    "callbacks_before_ui", "callbacks_infotext_pasted", "callbacks_list_unets", "callbacks_app_started",
 )}
 errors = []  # what errors.report would have printed
 
@@ -43,6 +43,7 @@ def on_ui_settings(callback, *, name=None): _add("callbacks_ui_settings", callba
 def on_before_ui(callback, *, name=None): _add("callbacks_before_ui", callback, name)
 def on_infotext_pasted(callback, *, name=None): _add("callbacks_infotext_pasted", callback, name)
 def on_list_unets(callback, *, name=None): _add("callbacks_list_unets", callback, name)  # script_callbacks.py:602
+def on_app_started(callback, *, name=None): _add("callbacks_app_started", callback, name)  # script_callbacks.py:456
 
 
 def _run(key, *args):
@@ -58,6 +59,7 @@ def model_loaded_callback(sd_model): _run("callbacks_model_loaded", sd_model)
 def script_unloaded_callback(): [_run("callbacks_script_unloaded")]
 def ui_settings_callback(): _run("callbacks_ui_settings")
 def before_ui_callback(): _run("callbacks_before_ui")
+def app_started_callback(demo, app): _run("callbacks_app_started", demo, app)  # script_callbacks.py:253
 
 
 def remove_current_script_callbacks():

@@ -5,7 +5,7 @@ class OptionInfo:
     def __init__(self, default=None, label="", component=None, component_args=None, onchange=None, section=None,
                  refresh=None, comment_before="", comment_after="", infotext=None, restrict_api=False, category_id=None):
         self.default, self.label, self.component, self.component_args = default, label, component, component_args
-        self.section, self.infotext = section, infotext
+        self.section, self.infotext, self.onchange = section, infotext, onchange
         self.comment_after = comment_after
 
     def info(self, info):
@@ -21,6 +21,16 @@ class Options:
         assert isinstance(info.section, tuple), "section must be a tuple (the settings page crashes otherwise)"
         self.data_labels[key] = info
         self.data.setdefault(key, info.default)
+
+    def set(self, key, value, is_api=False, run_callbacks=True):
+        """options.py:144-171, less do_not_save/restrict_api: store, then the option's onchange."""
+        if self.data.get(key, None) == value:
+            return False
+        self.data[key] = value
+        option = self.data_labels[key]
+        if run_callbacks and option.onchange is not None:
+            option.onchange()
+        return True
 
     def __getattr__(self, item):
         data = self.__dict__.get("data", {})
