@@ -21,16 +21,16 @@ def test_img2img_counts_executed_steps_and_has_no_hires_pass():
 
 def test_preview_per_family(ldm_unet):
     sdxl = LoadedModel(inspect_unet(ldm_unet("sdxl")), "sd_xl_base_1.0")
-    text = preview(ScriptArgs(enabled=True), sdxl, TabValues(width=2048, height=2048, steps=50))
+    text = preview(ScriptArgs(enabled=True), sdxl, TabValues(width=2048, height=2048, steps=50)).text
     assert text.splitlines() == [
-        "**Resolved for SDXL**",
+        "**Resolved for SDXL** · sd_xl_base_1.0",
         "- first pass 2048x2048, 50 steps: RAU-Net sdxl small: T1 0.4, T2 0, aggressive; RAD steps 0-7, "
         "pooling steps 8-19 of 50; MSW-MSA on; ≈ −61% U-Net compute",
     ]
     turbo = LoadedModel(inspect_unet(ldm_unet("sdxl")), "sdxl_turbo_1.0")
-    assert "RAU-Net sdxl_turbo any: T1 0.5" in preview(ScriptArgs(), turbo, TabValues(width=1024, height=1024, steps=4))
-    wrong = preview(ScriptArgs(preset="SDXL"), LoadedModel(inspect_unet(ldm_unet("sd1"))), TabValues())
+    assert "RAU-Net sdxl_turbo any: T1 0.5" in preview(ScriptArgs(), turbo, TabValues(width=1024, height=1024, steps=4)).text
+    wrong = preview(ScriptArgs(preset="SDXL"), LoadedModel(inspect_unet(ldm_unet("sd1"))), TabValues()).text
     assert wrong.startswith("Resolved schedule: family 'sdxl' does not fit this U-Net")
-    assert preview(ScriptArgs(), None, TabValues()).startswith("Resolved schedule: no model is loaded yet")
-    untouched = preview(ScriptArgs(apply_to="hires pass"), sdxl, TabValues())
+    assert preview(ScriptArgs(), None, TabValues()).text.startswith("Resolved schedule: no model is loaded yet")
+    untouched = preview(ScriptArgs(apply_to="hires pass"), sdxl, TabValues()).text
     assert "first pass 512x512: untouched (apply to: hires pass)" in untouched

@@ -37,7 +37,7 @@ from webui_http import OutOfTime, WebuiHttp  # tools/, beside this script
 # "both": RAU-Net at any size, not only above 1.5x the native area; T1 = T2 = 0.5: RAD and pooling (SD1/SD2) on the
 # first half of the steps, so at 2 steps too (the auto T1 0.4 gives int(2 * 0.4) = 0 RAD steps there)
 HD_ON = {"enabled": True, "apply_to": "both", "t1": 0.5, "t2": 0.5}
-POSITIONAL_DEFAULTS = [True, True, "Auto", "", "", "auto", "auto", "bicubic"]  # slots 1-8 of README's table
+POSITIONAL_DEFAULTS = [True, True, "Auto", "", "", "auto", "auto", "bicubic"]  # slots 1-8 of docs/api.md's table
 BAD, OK, HOST = "4xx", "200 or 4xx", "not 500"  # expectations: refused naming HiDiffusion; either; the webui's own call
 
 CATALOGUE = [  # (name, HiDiffusion args, expectation); add rows here

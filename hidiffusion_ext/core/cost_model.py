@@ -4,7 +4,7 @@ Each block's cost is kept as coefficients at inspection time (what does a pixel,
 there), so the readout can price any size and schedule without a forward: convs and linear layers per pixel of the
 block's working size, a Downsample's or Upsample's conv per pixel of its output, attention per query-key pair.
 Norms, activations and copies are left out: they are memory-bound, and their share grows as the rest shrinks. How
-measured time compares with these figures: the README's benchmark section.
+measured time compares with these figures: docs/testing.md, Benchmark.
 """
 
 from __future__ import annotations

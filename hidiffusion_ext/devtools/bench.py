@@ -212,7 +212,7 @@ def format_report(r: dict) -> str:
 
 
 def markdown_table(reports: List[dict]) -> str:
-    """One row per benchmark run: medians (min-max), peak memory and the ratios, for the README."""
+    """One row per benchmark run: medians (min-max), peak memory and the ratios, for docs/testing.md."""
     rows = ["| model | size | steps | repeats | device, dtype | ours base s | ours both s | ours both/base | predicted | "
             "ref base s | ref both s | ref both/base | ours/ref ratio (paired) | peak MiB base → both |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

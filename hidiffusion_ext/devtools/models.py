@@ -4,7 +4,7 @@ For tests and the benchmark only: needs Stability's ``ldm`` package (``stable-di
 for the reference twin, ``diffusers`` (0.27.2). Never imported by the extension at run time.
 
 This ldm handles transformer depth 1 only, so the SDXL-like net keeps SDXL's levels, channel multipliers
-and attention placement (ds 2, 4) with depth-1 transformers and no label embedding (see README).
+and attention placement (ds 2, 4) with depth-1 transformers and no label embedding (see docs/testing.md, Fidelity).
 """
 
 from __future__ import annotations

@@ -78,7 +78,8 @@ def preview(args: ScriptArgs, model: Optional[ModelInfo], tab: TabValues,
                  for name, w, h, steps, hires in passes(tab)]
     except UnsupportedModelError as error:
         return Preview(f"Resolved schedule: {error}.")
-    lines = [f"**Resolved for {FAMILY_NAMES[plans[0].family]}**" + ("" if args.enabled else " (HiDiffusion is off)")]
+    lines = [f"**Resolved for {FAMILY_NAMES[plans[0].family]}**" + (f" · {model.name}" if model.name else "")
+             + ("" if args.enabled else " (HiDiffusion is off)")]  # the name: a checkpoint switch shows
     if tab.note:
         lines[0] += f" ({tab.note})"
     rows = []
