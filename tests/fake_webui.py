@@ -104,7 +104,10 @@ def make_p(unet, *, width=256, height=256, steps=4, seed=42, batch_size=1, n_ite
 
 
 def _before_every_sampling(p, x):
-    """Forge resets forge_objects before the hook, and calls it twice for the hires pass (design.md §11.3)."""
+    """Forge resets forge_objects before the hook, and calls it twice for the hires pass (design.md §11.3).
+    A1111 1.7-1.9 (``p.legacy_hooks``) have no such hook: only process_batch and before_hr run."""
+    if getattr(p, "legacy_hooks", False):
+        return
     calls = 2 if getattr(p, "forge_original", None) is not None and p.is_hr_pass else 1
     for _ in range(calls):
         if getattr(p, "forge_original", None) is not None:

@@ -75,6 +75,24 @@ def test_hires_fix_apply_to(unet, script, apply_to, first, hires, hidiffusion_lo
     assert untouched(unet)
 
 
+def test_a1111_before_1_10_patches_each_pass_from_its_fallback_hooks(unet, script_module, hidiffusion_log,
+                                                                     monkeypatch):
+    """A1111 1.7-1.9 have no process_before_every_sampling: process_batch patches the first pass and before_hr the
+    hires pass, to the same images as 1.10's per-pass hook; the console line names the hook."""
+    script = script_module.HiDiffusionScript()
+    _, per_pass = image(unet, script, args(), enable_hr=True, hr_scale=2)
+    monkeypatch.setattr(script_module, "HAS_PER_PASS_HOOK", False)
+    p = fake_webui.make_p(unet, enable_hr=True, hr_scale=2)
+    p.legacy_hooks = True
+    fallback = fake_webui.process_images(p, script, args())
+    assert not p.scripts.errors, p.scripts.errors
+    assert all(torch.equal(a, b) for a, b in zip(fallback.images, per_pass.images)) and untouched(unet)
+    lines = [m for m in hidiffusion_log if m.startswith("HiDiffusion ")]
+    assert any(m.startswith("HiDiffusion first pass 256x256") and "; patched at process_batch;" in m for m in lines)
+    assert any(m.startswith("HiDiffusion hires pass 512x512") and "; patched at before_hr;" in m for m in lines)
+    assert not any("patched at" in m for m in lines[:2])  # 1.10's per-pass hook: no name
+
+
 def test_raunet_with_no_scheduled_step_is_noted(unet, script):
     p, _ = image(unet, script, args(), steps=2)  # SD1 small class: int(2 * 0.4) = 0 RAD steps, as in the reference
     infotext = p.extra_generation_params

@@ -8,7 +8,9 @@ with the readout text it saw, writes screenshots to --out, and exits 1 when a ch
     python tools/ui-check.py --url http://127.0.0.1:7860 --out /tmp/ui-shots
 
 It generates one small image (--gen-size, --gen-steps) and changes one Settings -> HiDiffusion default, which it
-restores before it ends.
+restores before it ends. With ``--api`` on the webui it also switches HyperTile or Token merging and (with
+--other-checkpoint) the checkpoint through the API, restoring both, to see the readout follow; --readme-shots DIR
+writes the README's accordion screenshot (docs/images).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from ui_readout_checks import ReadoutChecks
 
 TOOLTIP = "Generate above the model's trained resolution"
 AXES = ["[HiDiffusion] Enabled", "[HiDiffusion] RAU-Net", "[HiDiffusion] MSW-MSA", "[HiDiffusion] Preset",
@@ -40,10 +43,11 @@ class CheckFailed(Exception):
     pass
 
 
-class UiCheck:
+class UiCheck(ReadoutChecks):
     def __init__(self, url: str, out: str, chromium: str, chromedriver: str, gen_size: int, gen_steps: int,
-                 gen_timeout: float):
+                 gen_timeout: float, readme_shots: str = "", other_checkpoint: str = "", host: str = "a1111"):
         self.url, self.out = url.rstrip("/") + "/", out
+        self.readme_shots, self.other_checkpoint, self.host = readme_shots, other_checkpoint, host
         self.gen_size, self.gen_steps, self.gen_timeout = gen_size, gen_steps, gen_timeout
         self.results: List[tuple] = []
         self.shots = 0
@@ -203,7 +207,13 @@ class UiCheck:
                 self.generate()
                 self.open_page()
             self.two_browsers()
+            self.schedule_strip(self.readme_shots, self.host)
+            self.settings_tools()
+            self.deep_shrink_accordion()
+            self.model_switch(self.other_checkpoint)
+            self.open_page()
             self.img2img_denoising()
+            self.resize_by()
             self.paste()
             self.xyz_axes()
             self.settings_defaults()
@@ -454,10 +464,13 @@ def main(argv=None) -> int:
     parser.add_argument("--gen-size", type=int, default=256, help="width and height of the one generated image")
     parser.add_argument("--gen-steps", type=int, default=2)
     parser.add_argument("--gen-timeout", type=float, default=900, help="seconds to wait for the image (CPU is slow)")
+    parser.add_argument("--readme-shots", default="", help="folder for the README's accordion screenshot (docs/images)")
+    parser.add_argument("--other-checkpoint", default="", help="a second checkpoint's title, for the model switch")
+    parser.add_argument("--host", default="a1111", help="name used in the screenshot files (a1111, forge)")
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     check = UiCheck(args.url, args.out, args.chromium, args.chromedriver, args.gen_size, args.gen_steps,
-                    args.gen_timeout)
+                    args.gen_timeout, args.readme_shots, args.other_checkpoint, args.host)
     return 0 if check.run() else 1
 
 
