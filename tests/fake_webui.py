@@ -35,6 +35,8 @@ class CFGDenoiser:
         x_in = torch.cat([x, x])  # cond rows + uncond rows, one batched U-Net call
         params = script_callbacks.CFGDenoiserParams(x_in, None, t, shared.state.sampling_step,
                                                     shared.state.sampling_steps, context, context, self)
+        if getattr(self.p, "params_without_denoiser", False):  # A1111 1.7 (sd_samplers_cfg_denoiser.py:133)
+            params.denoiser = None
         script_callbacks.cfg_denoiser_callback(params)
         context = params.text_cond  # a refiner switch may change the conditioning
         timesteps, ctx = torch.full((x_in.shape[0],), float(t)), torch.cat([context, context * 0])
@@ -62,6 +64,8 @@ def sample_loop(p, x, steps, sampler, sigmas=None):
 
     second_order = sampler == "Heun"
     denoiser = CFGDenoiser(p, steps, second_order)
+    if getattr(p, "sampler", None) is not None:  # every A1111 Sampler keeps its denoiser (sd_samplers_common.py)
+        p.sampler.model_wrap_cfg = denoiser
     shared.state.sampling_steps, shared.state.sampling_step = steps, 0
     p.denoiser_log.append(denoiser)
     last = x

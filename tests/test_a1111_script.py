@@ -82,13 +82,17 @@ def test_a1111_before_1_10_patches_each_pass_from_its_fallback_hooks(unet, scrip
     script = script_module.HiDiffusionScript()
     _, per_pass = image(unet, script, args(), enable_hr=True, hr_scale=2)
     monkeypatch.setattr(script_module, "HAS_PER_PASS_HOOK", False)
-    p = fake_webui.make_p(unet, enable_hr=True, hr_scale=2)
-    p.legacy_hooks = True
-    fallback = fake_webui.process_images(p, script, args())
-    assert not p.scripts.errors, p.scripts.errors
-    assert all(torch.equal(a, b) for a, b in zip(fallback.images, per_pass.images)) and untouched(unet)
+    for version_1_7 in (False, True):  # 1.7 also leaves the denoiser out of the callback's params
+        p = fake_webui.make_p(unet, enable_hr=True, hr_scale=2)
+        p.legacy_hooks, p.params_without_denoiser = True, version_1_7
+        fallback = fake_webui.process_images(p, script, args())
+        assert not p.scripts.errors, p.scripts.errors
+        assert all(torch.equal(a, b) for a, b in zip(fallback.images, per_pass.images)) and untouched(unet)
+        first = webui_session.last.passes[(0, False)].patch.stats
+        assert first.rad_forwards == 1 and first.forwards == 4  # T1 0.4 of 4 steps: RAD on step 0 only
     lines = [m for m in hidiffusion_log if m.startswith("HiDiffusion ")]
-    assert any(m.startswith("HiDiffusion first pass 256x256") and "; patched at process_batch;" in m for m in lines)
+    assert any(m.startswith("HiDiffusion first pass 256x256") and "steps by call count; patched at process_batch;"
+               in m for m in lines)
     assert any(m.startswith("HiDiffusion hires pass 512x512") and "; patched at before_hr;" in m for m in lines)
     assert not any("patched at" in m for m in lines[:2])  # 1.10's per-pass hook: no name
 

@@ -141,7 +141,9 @@ class Generation:
         if self.current is not None:
             if self.current.first_call is None:
                 self.current.first_call = time.perf_counter()
-            step, steps, source = step_from_denoiser(params, self.current.schedule)
+            # A1111 1.7 does not hand its callbacks the denoiser; the running one is the sampler's model_wrap_cfg
+            running = getattr(getattr(self.p, "sampler", None), "model_wrap_cfg", None)
+            step, steps, source = step_from_denoiser(params, self.current.schedule, running)
             self.current.step_sources.add(source)
             self.current.patch.set_step(step, steps)
 

@@ -15,9 +15,10 @@ by wrapping ``p.sampler.func`` for the pass; A1111 and Forge call it as an attri
 
 By call count, where no schedule was seen (A1111 1.7-1.9, whose fallback hooks run before the sampler exists,
 or a sampler function that takes none of those arguments): ``denoiser.step`` counts denoiser calls of the pass
-and ``denoiser.total_steps`` is ``steps`` (x2 for second-order samplers), so their ratio gives the step.
-``CFGDenoiserParams.sampling_step`` lags one step behind (the sampler callback sets it after a step), so it is
-not used. ``steps`` is the length of the current pass: ``p.steps``, the hires steps, or img2img's executed steps.
+and ``denoiser.total_steps`` is ``steps`` (x2 for second-order samplers), so their ratio gives the step. A1111 1.7
+does not pass the denoiser in ``CFGDenoiserParams``: the running one is ``p.sampler.model_wrap_cfg`` (every
+A1111 sampler has it). ``CFGDenoiserParams.sampling_step`` lags one step behind (the sampler callback sets it
+after a step), so it is only the last resort. ``steps`` is the length of the current pass: ``p.steps``, the hires steps, or img2img's executed steps.
 """
 
 from __future__ import annotations
@@ -101,12 +102,13 @@ class ScheduleCapture:
                 sampler.func = original
 
 
-def step_from_denoiser(params, schedule: Optional[ScheduleCapture] = None) -> tuple:
-    """(step, steps, source) of the current pass from an on_cfg_denoiser ``CFGDenoiserParams``.
+def step_from_denoiser(params, schedule: Optional[ScheduleCapture] = None, running=None) -> tuple:
+    """(step, steps, source) of the current pass from an on_cfg_denoiser ``CFGDenoiserParams``; ``running``: the
+    sampler's denoiser, for hosts whose params do not carry it (A1111 1.7: seven arguments, no ``denoiser``).
 
     The first call of a pass is at the schedule's noisiest level for every sampler; where it is not, the call's level
     is on another scale than the schedule (a host's conversion we do not know) and the pass counts calls instead."""
-    denoiser = getattr(params, "denoiser", None)
+    denoiser = getattr(params, "denoiser", None) or running
     steps = int(getattr(denoiser, "steps", None) or params.total_sampling_steps)
     levels = schedule.levels(steps) if schedule is not None else None
     if levels and schedule.by_timestep and getattr(denoiser, "classic_ddim_eps_estimation", False):
