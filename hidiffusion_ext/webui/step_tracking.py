@@ -18,7 +18,8 @@ or a sampler function that takes none of those arguments): ``denoiser.step`` cou
 and ``denoiser.total_steps`` is ``steps`` (x2 for second-order samplers), so their ratio gives the step. A1111 1.7
 does not pass the denoiser in ``CFGDenoiserParams``: the running one is ``p.sampler.model_wrap_cfg`` (every
 A1111 sampler has it). ``CFGDenoiserParams.sampling_step`` lags one step behind (the sampler callback sets it
-after a step), so it is only the last resort. ``steps`` is the length of the current pass: ``p.steps``, the hires steps, or img2img's executed steps.
+after a step), so it is only the last resort. ``steps`` is the length of the current pass: ``p.steps``, the hires
+steps, or img2img's executed steps.
 """
 
 from __future__ import annotations
