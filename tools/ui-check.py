@@ -109,10 +109,16 @@ class UiCheck(ReadoutChecks):
 
     def click_tab(self, container: str, label: str) -> None:
         """The tab button labelled ``label`` among ``container``'s own tabs (txt2img/img2img, Settings sections)."""
-        button = self.wait(lambda: next((b for b in self.driver.find_elements(By.CSS_SELECTOR, f"{container} button")
-                                         if b.text.strip() == label and b.is_displayed()), None), 20, f"tab {label}")
-        button.click()
-        time.sleep(0.5)
+        def button():
+            return self.wait(lambda: next((b for b in self.driver.find_elements(By.CSS_SELECTOR, f"{container} button")
+                                           if b.text.strip() == label and b.is_displayed()), None), 20, f"tab {label}")
+
+        for _ in range(3):  # a click right after typing into a number box may only blur it: click until selected
+            button().click()
+            time.sleep(0.5)
+            selected = button()  # Gradio renders the tab buttons again on a change
+            if "selected" in (selected.get_attribute("class") or "") or selected.get_attribute("aria-selected") == "true":
+                return
 
     def main_tab(self, tab: str) -> None:
         """Gradio 4 (Forge) names the panel a button controls, and Forge labels them "Txt2img"; Gradio 3 does not."""

@@ -60,6 +60,14 @@ class ReadoutChecks:
         element.screenshot(path)
         print(f"       screenshot: {path}", flush=True)
 
+    def readout_until(self, tab: str, done, timeout: float = 30) -> str:
+        """The readout once ``done(text)`` holds (the page state is polled each second), or as it is at the timeout."""
+        try:
+            return self.wait(lambda: (lambda t: t if done(t) else None)(self.readout(tab, settle=0.5)), timeout,
+                             "the readout")
+        except Exception:
+            return self.readout(tab)
+
     def header_line(self, tab: str) -> str:
         return self.readout(tab).split("\n")[0]
 
@@ -119,21 +127,20 @@ class ReadoutChecks:
         """img2img: a 640x480 image, Resize by 1.5: the readout says 960x720 (A1111) / 960x720 (Forge rounds to 8)."""
         self.tick("img2img")
         image = tiny_png(os.path.join(tempfile.mkdtemp(prefix="ui-check-"), "source.png"), 640, 480)
-        upload = self.wait(lambda: next((e for e in self.driver.find_elements(
-            By.CSS_SELECTOR, "#img2img_image input[type=file], #img2img_image_container input[type=file], "
-            "#tab_img2img input[type=file]")), None), 20, "the img2img image input")
+        upload = self.wait(lambda: next(iter(self.driver.find_elements(By.CSS_SELECTOR, "#img2img_image input[type=file]")),
+                                        None), 20, "the img2img image input")
         upload.send_keys(image)
         time.sleep(3)
         self.click_tab("#img2img_tabs_resize", "Resize by")
         self.type_number("img2img_scale", "1.5")
         self.type_number("img2img_steps", "20")
         self.type_number("img2img_denoising_strength", "1")
-        text = self.readout("img2img", settle=3)
+        text = self.readout_until("img2img", lambda t: "first pass 960x720, 20 steps" in t)
         self.check("img2img: a 640x480 image, Resize by 1.5: the readout says first pass 960x720 (Resize by)",
                    "first pass 960x720, 20 steps" in text and "Resize by" in text, text)
         self.shot("img2img-resize-by")
         self.click_tab("#img2img_tabs_resize", "Resize to")
-        text = self.readout("img2img", settle=3)
+        text = self.readout_until("img2img", lambda t: "Resize by" not in t)
         self.check("img2img: back on Resize to: the readout follows Width/Height again",
                    "first pass 960x720" not in text and "Resize by" not in text, text)
         self.main_tab("txt2img")
