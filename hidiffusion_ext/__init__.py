@@ -27,7 +27,7 @@ __all__ = [
     "active_handle",
     "inspect_unet",
 ]
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 # Module paths of 0.1 (one flat package) that Python-API users may import: they stay importable.
 _MOVED = {"settings": "core.settings", "unet_map": "core.unet_map", "presets": "core.presets",
