@@ -1,7 +1,7 @@
 """SDXL checks of the HiDiffusion extension on a running webui over its HTTP API (docs/forks.md, "SDXL").
 
 Usage: venv/bin/python tools/sdxl-http-checks.py URL --model NAME [--inpaint-model NAME] [--controlnet NAME] [--only ROWS]
-                                        [--steps 3] [--hr-scale 1.5] [--i2i-size 1280] [--no-uncond] [--pid PID]
+                                        [--steps 3] [--hr-scale 1.5] [--i2i-size 1280] [--no-uncond] [--warm-up] [--pid PID]
                                         [--log webui.log] [--max-minutes 120] [--timeout 3600]
   e.g. /path/to/a1111/venv/bin/python tools/sdxl-http-checks.py http://127.0.0.1:7860 --model random-sdxl.safetensors \
            --inpaint-model random-sdxl-inpaint.safetensors --controlnet control_random_sdxl --only ab \
@@ -109,6 +109,8 @@ class Checks(WebuiHttp):
         scripts = scripts or {}
         stock = dict(body, alwayson_scripts=dict(scripts))
         on = dict(body, alwayson_scripts=dict(scripts, HiDiffusion={"args": hd_on}))
+        if self.args.warm_up:  # A1111's first SDXL img2img after a model load differs from later ones by itself
+            self.post(f"{name}: warm-up (not compared)", path, stock)
         before = self.post(f"{name}: stock", path, stock)
         with_hd = self.post(f"{name}: HiDiffusion", path, on)
         after = self.post(f"{name}: stock again", path, stock)
@@ -175,6 +177,8 @@ def main() -> int:
                         help="rows c and d; at or below 1254 px HiDiffusion is asked with apply_to both")
     parser.add_argument("--no-uncond", action="store_true",
                         help="A1111: skip the negative-prompt pass on every step (skip_early_cond 1), half the CPU time")
+    parser.add_argument("--warm-up", action="store_true",
+                        help="one stock request before each row's stock (A1111's first img2img after a load differs)")
     parser.add_argument("--pid", type=int, help="the webui's pid, for its peak RSS (VmHWM)")
     parser.add_argument("--log", help="the webui's console log, for the HiDiffusion lines")
     parser.add_argument("--max-minutes", type=float, default=120)
