@@ -56,7 +56,7 @@ def tab_values(tab: str, values: Mapping[str, Any]) -> TabValues:
     With img2img's Resize by tab selected (the page state), the size is the image's times the scale."""
     result = TabValues(denoising=0.75 if tab == "img2img" else None)
     for name, value in values.items():
-        if value is None or value == "" or not hasattr(result, name) or name == "note":
+        if value is None or value == "" or not hasattr(result, name):
             continue
         try:
             setattr(result, name, bool(value) if name == "hires" else float(value))
@@ -108,7 +108,7 @@ class Readout:
         self.tab = "img2img" if is_img2img else "txt2img"
         self.controls = []  # our controls, in fields.FIELDS order, once ui() built them
         self.markdown = None
-        self.strip = None  # the schedule strip (gr.HTML), a second output
+        self.strip = None  # the schedule strip (gr.HTML), the second output
         self.sources = []  # (component, value name): the tab's fields, other tools' checkboxes, our page state
         self.wiring = 0  # how many times the inputs were wired; only the latest listeners answer
         self._model_source = model_source
@@ -132,14 +132,13 @@ class Readout:
         if self.attached:  # built after our accordion (a reordered UI, a later script): wire again, now with it
             self._wire()
 
-    def attach(self, markdown, controls, strip=None, page_state=None) -> None:
+    def attach(self, markdown, controls, strip, page_state) -> None:
         """Called by ui() once our controls exist. A second ui() call (the API's, for default arguments, in
         a Blocks that is never shown) leaves the tab's readout as it is."""
         if self.attached:
             return
         self.markdown, self.controls, self.strip = markdown, list(controls), strip
-        if page_state is not None:
-            self.sources.append((page_state, PAGE_STATE))
+        self.sources.append((page_state, PAGE_STATE))
         self._wire()
 
     def view(self, control_values: Sequence, source_values: Sequence, fallback: Optional[str] = None) -> Preview:
@@ -161,16 +160,13 @@ class Readout:
     def inputs(self) -> list:
         return list(self.controls) + [component for component, _ in self.sources]
 
-    def outputs(self) -> list:
-        return [self.markdown] + ([self.strip] if self.strip is not None else [])
-
     def _handler(self, wiring: int, count: int):
         def on_change(*values):
             if wiring != self.wiring:  # a later-built field wired every input again: those listeners answer
-                return _unchanged(len(self.outputs()))
+                return _unchanged(), _unchanged()
             n = len(self.controls)
             shown = self.view(values[:n], values[n:count])
-            return (shown.text, shown.strip) if self.strip is not None else shown.text
+            return shown.text, shown.strip
 
         return on_change
 
@@ -179,7 +175,7 @@ class Readout:
         self.wiring += 1
         inputs = self.inputs()
         handler = self._handler(self.wiring, len(inputs))
-        listen = dict(fn=handler, inputs=inputs, outputs=self.outputs(), show_progress="hidden")
+        listen = dict(fn=handler, inputs=inputs, outputs=[self.markdown, self.strip], show_progress="hidden")
         for component in inputs:
             try:
                 component.change(**listen).then(**listen)
@@ -194,7 +190,7 @@ def _built(component):
     return getattr(component, "value", None)
 
 
-def _unchanged(outputs: int = 1):
+def _unchanged():
     import gradio as gr
 
-    return gr.update() if outputs == 1 else tuple(gr.update() for _ in range(outputs))
+    return gr.update()

@@ -18,6 +18,7 @@ CELL_KINDS = {  # (RAD, pooled) -> CSS modifier and the word for the cell's titl
     (False, True): ("pool", "pooled"),
     (False, False): ("stock", "stock"),
 }
+CELL_WORDS = dict(CELL_KINDS.values())  # CSS modifier -> word
 
 
 def step_kinds(plan: PassPlan, raunet_left: bool = False) -> List[str]:
@@ -31,11 +32,10 @@ def step_kinds(plan: PassPlan, raunet_left: bool = False) -> List[str]:
 def pass_strip(plan: PassPlan, windows: str, raunet_left_to: Optional[str] = None) -> str:
     """One pass: its label, the MSW-MSA state in words (``windows``) and a row of cells."""
     kinds = step_kinds(plan, raunet_left_to is not None)
-    words = {kind: word for kind, word in CELL_KINDS.values()}
     w, h = plan.pixel_size
-    cells = "".join(f'<span class="hidiffusion-strip-cell hidiffusion-strip-{kind}" title="step {i}: {words[kind]}">'
+    cells = "".join(f'<span class="hidiffusion-strip-cell hidiffusion-strip-{kind}" title="step {i}: {CELL_WORDS[kind]}">'
                     "</span>" for i, kind in enumerate(kinds))
-    summary = _summary(kinds, words)
+    summary = _summary(kinds)
     label = f"{plan.spec.name} {w}x{h}, {plan.spec.steps} steps"
     return (f'<div class="hidiffusion-strip-pass">'
             f'<div class="hidiffusion-strip-label">{escape(label)}'
@@ -55,12 +55,12 @@ def strip_html(rows: Sequence[str], enabled: bool) -> str:
             f'<div class="hidiffusion-strip-legend">{legend}</div></div>')
 
 
-def _summary(kinds: List[str], words: dict) -> str:
+def _summary(kinds: List[str]) -> str:
     """"RAD steps 0-7, stock 8-19": runs of equal cells, for the aria-label."""
     runs, start = [], 0
     for i in range(1, len(kinds) + 1):
         if i == len(kinds) or kinds[i] != kinds[start]:
             span = f"{start}" if i - 1 == start else f"{start}-{i - 1}"
-            runs.append(f"{words[kinds[start]]} steps {span}")
+            runs.append(f"{CELL_WORDS[kinds[start]]} steps {span}")
             start = i
     return ", ".join(runs)

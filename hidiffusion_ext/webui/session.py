@@ -167,12 +167,11 @@ class Generation:
         yielded = f"; {stats.yielded_window_calls} attn calls left to other tools" if stats.yielded_window_calls else ""
         predicted = describe_saving(record.patch.predicted_ratio(record.latent_hw))
         steps_by = f"; steps by {' and '.join(sorted(record.step_sources))}" if record.step_sources else ""
-        if record.fallback_hook:
-            steps_by += f"; patched at {record.fallback_hook}"
-        log.info("HiDiffusion %s %dx%d: %s; %d U-Net calls (%d RAD, %d pooled, %d windowed attn)%s%s%s%s; "
+        hook = f"; patched at {record.fallback_hook}" if record.fallback_hook else ""
+        log.info("HiDiffusion %s %dx%d: %s; %d U-Net calls (%d RAD, %d pooled, %d windowed attn)%s%s%s%s%s; "
                  "%.1f s U-Net sampling, %s predicted", record.name, record.latent_hw[1] * 8, record.latent_hw[0] * 8,
                  _raunet_part(record, resolved), stats.forwards, stats.rad_forwards, stats.pool_forwards, stats.windowed_calls,
-                 control, tiles, yielded, steps_by, record.seconds, predicted)
+                 control, tiles, yielded, steps_by, hook, record.seconds, predicted)
 
     # -- results ----------------------------------------------------------------------------------------
     @property
