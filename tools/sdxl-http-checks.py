@@ -126,8 +126,9 @@ class Checks(WebuiHttp):
                 "cfg_scale": 7, "steps": a.steps, "batch_size": 1, "n_iter": 1,
                 # A1111's default live preview (Approx NN) downloads vaeapprox-sdxl.pt before sampling: fails offline
                 "override_settings": {"live_previews_enable": False}}
-        if a.no_uncond:  # A1111's "Ignore negative prompt during early sampling" on every step: one U-Net call a step
-            base["override_settings"]["skip_early_cond"] = 1.0
+        # A1111's "Ignore negative prompt during early sampling": 1 skips the negative pass on every step (one U-Net
+        # call a step); sent either way, so a value left in the webui's config cannot change the run unseen
+        base["override_settings"]["skip_early_cond"] = 1.0 if a.no_uncond else 0.0
         txt, img = "/sdapi/v1/txt2img", "/sdapi/v1/img2img"
         for row in a.only:
             model = a.inpaint_model if row == "d" else a.model

@@ -22,6 +22,7 @@ ACCORDION_TOOLS = {
     "MultiDiffusion Integrated": ("MultiDiffusion", TILER),  # Forge
     "Tiled Diffusion": ("Tiled Diffusion", TILER),  # pkuliyi2015/multidiffusion-upscaler-for-automatic1111
 }
+KIND_OF_TOOL = dict(ACCORDION_TOOLS.values())  # console name -> DEEP_SHRINK or TILER
 TOOL_PREFIX = "tool:"  # readout value names of captured accordions: "tool:<console name>"
 HYPERTILE = "HyperTile"
 
@@ -71,8 +72,7 @@ def page_tools(values: Mapping[str, Any]) -> dict:
         if not name.startswith(TOOL_PREFIX) or not value:
             continue
         tool = name[len(TOOL_PREFIX):]
-        kind = next((k for t, k in ACCORDION_TOOLS.values() if t == tool), None)
-        found.setdefault("deep_shrink" if kind == DEEP_SHRINK else "tiler", tool)
+        found.setdefault("deep_shrink" if KIND_OF_TOOL.get(tool) == DEEP_SHRINK else "tiler", tool)
     return found
 
 
