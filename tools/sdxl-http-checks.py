@@ -1,15 +1,15 @@
 """SDXL checks of the HiDiffusion extension on a running webui over its HTTP API (docs/forks.md, "SDXL").
 
 Usage: venv/bin/python tools/sdxl-http-checks.py URL --model NAME [--inpaint-model NAME] [--controlnet NAME] [--only ROWS]
-                                        [--steps 3] [--hr-scale 1.5] [--i2i-size 1280] [--no-uncond] [--warm-up] [--pid PID]
-                                        [--log webui.log] [--max-minutes 120] [--timeout 3600]
+                                        [--steps 3] [--hr-scale 1.5] [--hr-steps 2] [--i2i-size 1280] [--no-uncond]
+                                        [--warm-up] [--pid PID] [--log webui.log] [--max-minutes 120] [--timeout 3600]
   e.g. /path/to/a1111/venv/bin/python tools/sdxl-http-checks.py http://127.0.0.1:7860 --model random-sdxl.safetensors \
            --inpaint-model random-sdxl-inpaint.safetensors --controlnet control_random_sdxl --only ab \
            --pid "$(cat /path/to/a1111/webui.pid)" --log /path/to/a1111/webui.log
 
 Rows (SDXL, Euler, seed 1); each posts stock, HiDiffusion on, stock again, and checks stock before == stock after:
   a  txt2img 1280x1280, auto plan ({"enabled": true}): aggressive below 4096 px
-  b  hires fix 1024 -> 1536 (Latent, 2 + 2 steps), apply_to auto: RAU-Net on the hires pass only
+  b  hires fix 1024 -> 1536 (Latent, 2 + --hr-steps steps), apply_to auto: RAU-Net on the hires pass only
   c  img2img 1280x1280 from a drawn image, denoising 0.6
   d  inpaint with --inpaint-model and a mask: the plan turns the aggressive phase off for inpaint
   e  ControlNet (sd-webui-controlnet, module none, an image hint) with RAU-Net: one control unit under RAU-Net geometry
@@ -61,12 +61,27 @@ class Checks(WebuiHttp):
     def use_model(self, name: str):
         if self.loaded == name:
             return
+        self.wait_for_startup_load()
         start = time.monotonic()
         status, answer = self.http("POST", "/sdapi/v1/options", {"sd_model_checkpoint": name})
         print(f"model {name}: HTTP {status} {time.monotonic() - start:.0f}s {'' if status == 200 else answer}",
               flush=True)
         self.console()
         self.loaded = name
+
+    def wait_for_startup_load(self, limit_s: float = 900):
+        """A1111 answers HTTP while it still loads --ckpt in a thread; a checkpoint set then loads a second copy beside
+        it (24.7 GB here, and "Cannot copy out of meta tensor" in the console). With --log, wait for "Model loaded"."""
+        if not self.args.log:
+            return
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            with open(self.args.log, errors="replace") as log:
+                text = log.read()
+            if text.rfind("Loading weights [") <= text.rfind("Model loaded in"):
+                return
+            time.sleep(5)
+        print(f"the webui's startup load did not end in {limit_s:.0f}s; going on", flush=True)
 
     def peak_rss(self) -> str:
         try:
@@ -140,7 +155,7 @@ class Checks(WebuiHttp):
                 self.row("a txt2img 1280", txt, dict(base, width=1280, height=1280), HD_ON)
             elif row == "b":
                 hires = dict(base, width=1024, height=1024, steps=2, enable_hr=True, hr_scale=a.hr_scale,
-                             hr_upscaler="Latent", hr_second_pass_steps=2, denoising_strength=0.6)
+                             hr_upscaler="Latent", hr_second_pass_steps=a.hr_steps, denoising_strength=0.6)
                 self.row(f"b hires 1024->{int(1024 * a.hr_scale)}", txt, hires, [{"enabled": True, "apply_to": "auto"}])
             elif row in "cd":
                 size = a.i2i_size
@@ -174,6 +189,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3,
                         help="steps of rows a, c, d, e (at 3 SDXL's aggressive plan pools step 0, its RAD phase needs 7+)")
     parser.add_argument("--hr-scale", type=float, default=1.5, help="row b's hires scale (1.25: a 1280² hires pass)")
+    parser.add_argument("--hr-steps", type=int, default=2,
+                        help="row b's hires steps (SDXL's aggressive plan pools from 3, runs RAD from 7)")
     parser.add_argument("--i2i-size", type=int, default=1280,
                         help="rows c and d; at or below 1254 px HiDiffusion is asked with apply_to both")
     parser.add_argument("--no-uncond", action="store_true",
