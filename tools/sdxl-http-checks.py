@@ -83,6 +83,13 @@ class Checks(WebuiHttp):
             time.sleep(5)
         print(f"the webui's startup load did not end in {limit_s:.0f}s; going on", flush=True)
 
+    def no_preprocessor(self) -> str:
+        """sd-webui-controlnet names it "none", Forge's built-in ControlNet "None" (it fails the unit on "none" and
+        generates without it, HTTP 200): take the one /controlnet/module_list lists."""
+        status, answer = self.http("GET", "/controlnet/module_list")
+        listed = answer.get("module_list", []) if status == 200 and isinstance(answer, dict) else []
+        return "None" if "None" in listed else "none"
+
     def peak_rss(self) -> str:
         try:
             with open(f"/proc/{self.args.pid}/status") as status:
@@ -168,7 +175,7 @@ class Checks(WebuiHttp):
                     body.update(mask=drawn_image(size, mask=True), inpainting_fill=1, inpaint_full_res=False)
                     self.row(f"d inpaint {size}", img, body, hd)
             elif row == "e":
-                unit = {"enabled": True, "module": "none", "model": a.controlnet, "weight": 1.0,
+                unit = {"enabled": True, "module": self.no_preprocessor(), "model": a.controlnet, "weight": 1.0,
                         "image": drawn_image(1280), "resize_mode": "Just Resize", "control_mode": "Balanced"}
                 self.row("e ControlNet 1280", txt, dict(base, width=1280, height=1280), HD_ON,
                          {"ControlNet": {"args": [unit]}})
