@@ -12,7 +12,7 @@ Rows (SDXL, Euler, seed 1); each posts stock, HiDiffusion on, stock again, and c
   b  hires fix 1024 -> 1536 (Latent, 2 + --hr-steps steps), apply_to auto: RAU-Net on the hires pass only
   c  img2img 1280x1280 from a drawn image, denoising 0.6
   d  inpaint with --inpaint-model and a mask: the plan turns the aggressive phase off for inpaint
-  e  ControlNet (sd-webui-controlnet, module none, an image hint) with RAU-Net: one control unit under RAU-Net geometry
+  e  ControlNet (no preprocessor, as the host names it; an image hint) with RAU-Net: one control unit under RAU-Net geometry
   f  preset "SDXL Turbo" at 1024x1024 (Turbo native 512²), 4 steps, CFG 1
 Prints per request: name | HTTP | seconds | sha256[:12] of the PNG | infotext HiDiffusion keys; with --pid, the webui's
 peak RSS (VmHWM, same machine); with --log, the new `HiDiffusion ...` console lines and any traceback lines.
